@@ -1,0 +1,1 @@
+"""Method implementations, one sub-package per method (shared parts in ``methods.common``)."""

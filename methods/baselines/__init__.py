@@ -1,0 +1,1 @@
+"""Baselines and upper bounds that need no training."""

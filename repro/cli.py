@@ -1,0 +1,247 @@
+"""The ``repro`` command line. Every subcommand prints ``--help``, writes outputs atomically and
+exits non-zero with a one-line reason on bad input. Heavy modules are imported inside commands so
+that ``repro --help`` and CSV evaluation stay fast and torch-free."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from repro.errors import ReproError
+
+log = logging.getLogger("repro")
+
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def _errors_as_exit(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn expected failures (bad input, missing files) into a one-line message and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ReproError, FileNotFoundError, ValueError, KeyError, NotImplementedError) as exc:
+            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            click.echo(f"repro: error: {msg}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+def _not_available(what: str, issue: str) -> None:
+    click.echo(f"repro: {what} is not available yet (it arrives with the {issue} work); nothing was done.",
+               err=True)
+    sys.exit(3)
+
+
+def _print_json(obj: Any) -> None:
+    from repro.fileio import dumps_json
+
+    click.echo(dumps_json(obj).rstrip())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """pose-repro: one harness for 6D object pose methods, datasets and metrics."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+# ----------------------------------------------------------------------------- methods
+
+
+@cli.command("methods")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@_errors_as_exit
+def methods_cmd(as_json: bool) -> None:
+    """List the registered methods and their capabilities."""
+    from repro.registry import available_methods, get_method_class
+
+    rows = []
+    for name, target in available_methods().items():
+        try:
+            rows.append({**get_method_class(name).describe(), "target": target})
+        except Exception as exc:  # a broken plug-in must not hide the others
+            rows.append({"name": name, "target": target, "error": f"{type(exc).__name__}: {exc}"})
+    if as_json:
+        _print_json(rows)
+        return
+    for r in rows:
+        if "error" in r:
+            click.echo(f"{r['name']:<20} ERROR {r['error']}")
+        else:
+            gt = "  [uses ground truth]" if r["uses_ground_truth"] else ""
+            click.echo(f"{r['name']:<20} tasks={','.join(r['tasks'])} inputs={','.join(r['inputs']) or '-'} "
+                       f"outputs={','.join(r['outputs'])} trainable={r['trainable']}{gt}")
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@cli.group("data")
+def data_grp() -> None:
+    """Dataset tools: summaries, synthetic generation, verification, conversion."""
+
+
+@data_grp.command("info")
+@click.option("--dataset-dir", required=True, type=click.Path(path_type=Path), help="Dataset root folder.")
+@click.option("--split", default=None, help="BOP split folder (test, test_primesense, ...) or NOCS real/test.")
+@click.option("--format", "fmt", default="auto", type=click.Choice(["auto", "bop", "nocs"]))
+@click.option("--sensor", default=None, help="BOP24 multi-sensor suffix (e.g. photoneo).")
+@_errors_as_exit
+def data_info(dataset_dir: Path, split: str | None, fmt: str, sensor: str | None) -> None:
+    """Summarise a BOP or NOCS dataset as JSON."""
+    from repro.data import open_dataset
+
+    kwargs = {"sensor": sensor} if sensor else {}
+    _print_json(open_dataset(dataset_dir, split=split, fmt=fmt, **kwargs).info())
+
+
+@data_grp.command("synth")
+@click.option("--preset", type=click.Choice(["smoke", "default", "large"]), default="default")
+@click.option("--out", required=True, type=click.Path(path_type=Path))
+@click.option("--kind", type=click.Choice(["bop", "nocs"]), default="bop")
+@click.option("--seed", type=int, default=0)
+def data_synth(preset: str, out: Path, kind: str, seed: int) -> None:
+    """Write a synthetic dataset (BOP or NOCS layout)."""
+    _not_available("synthetic data generation", "rendering + synthetic datasets (#3)")
+
+
+@data_grp.command("verify")
+@click.option("--dataset-dir", required=True, type=click.Path(path_type=Path))
+@click.option("--split", default="test")
+def data_verify(dataset_dir: Path, split: str) -> None:
+    """Re-render every GT object and compare with the stored depth, masks and visibility."""
+    _not_available("dataset verification by re-rendering", "rendering (#3)")
+
+
+@data_grp.command("convert-nocs-gt")
+@click.option("--src", required=True, type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="Folder of official NOCS ground-truth pickles (e.g. data/gts/real_test).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="JSON file to write.")
+@click.option("--subset", default="real_test", help="real_test or val (recorded in the JSON).")
+@_errors_as_exit
+def data_convert_nocs_gt(src: Path, out: Path, subset: str) -> None:
+    """Convert the official NOCS GT pickles to the project's JSON (the only place that unpickles)."""
+    from repro.data.nocs import convert_nocs_gt_pickles
+
+    click.echo(str(convert_nocs_gt_pickles(src, out, subset=subset)))
+
+
+# ----------------------------------------------------------------------------- train / infer
+
+
+def _make_method(name: str, preset: str | None, overrides: tuple[str, ...], seed: int):
+    from repro.config import method_config
+    from repro.registry import create_method
+
+    params, preset_name = method_config(name, preset, overrides)
+    method = create_method(name, params, seed=seed)
+    return method, params, preset_name
+
+
+@cli.command("train")
+@click.option("--method", required=True)
+@click.option("--dataset-dir", required=True, type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Checkpoint directory.")
+@click.option("--preset", default=None)
+@click.option("--split", default="train_pbr")
+@click.option("--seed", type=int, default=0)
+@click.argument("overrides", nargs=-1)
+@_errors_as_exit
+def train_cmd(method: str, dataset_dir: Path, out: Path, preset: str | None, split: str, seed: int,
+              overrides: tuple[str, ...]) -> None:
+    """Train a trainable method and save its checkpoint."""
+    from repro.data import open_dataset
+
+    m, params, _ = _make_method(method, preset, overrides, seed)
+    if not m.capabilities.trainable:
+        raise ValueError(f"method {method!r} is not trainable (nothing to train)")
+    m.fit(open_dataset(dataset_dir, split=split), params)
+    m.save(out)
+    click.echo(str(out))
+
+
+@cli.command("infer")
+@click.option("--method", required=True)
+@click.option("--dataset-dir", required=True, type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Results directory.")
+@click.option("--checkpoint", default=None, type=click.Path(path_type=Path))
+@click.option("--preset", default=None)
+@click.option("--split", default=None)
+@click.option("--seed", type=int, default=0)
+@click.option("--scenes", default=None, help="Comma-separated scene ids (default: all).")
+@click.option("--max-frames", type=int, default=None, help="Stop after this many frames (for quick looks).")
+@click.argument("overrides", nargs=-1)
+@_errors_as_exit
+def infer_cmd(method: str, dataset_dir: Path, out: Path, checkpoint: Path | None, preset: str | None,
+              split: str | None, seed: int, scenes: str | None, max_frames: int | None,
+              overrides: tuple[str, ...]) -> None:
+    """Run a method on a dataset; write BOP CSV (+ COCO JSON) or category JSON, and timings."""
+    from repro.data import open_dataset
+    from repro.inference import run_inference
+
+    m, params, preset_name = _make_method(method, preset, overrides, seed)
+    if checkpoint is not None:
+        m.load(checkpoint)
+    ds = open_dataset(dataset_dir, split=split)
+    scene_ids = [int(s) for s in scenes.split(",")] if scenes else None
+    res = run_inference(m, ds, out, scene_ids=scene_ids, max_frames=max_frames,
+                        run_info={"params": params, "preset": preset_name, "seed": seed})
+    _print_json(res.summary())
+
+
+# ----------------------------------------------------------------------------- eval / report / ui
+
+
+@cli.group("eval")
+def eval_grp() -> None:
+    """Evaluate results files: BOP19 pose AR, BOP22 COCO AP, NOCS category-level mAP."""
+
+
+@eval_grp.command("bop", context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def eval_bop(args: tuple[str, ...]) -> None:
+    """BOP19 pose evaluation (VSD, MSSD, MSPD, ADD family) of a results CSV."""
+    _not_available("`repro eval bop`", "metric engine (#4)")
+
+
+@eval_grp.command("coco", context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def eval_coco(args: tuple[str, ...]) -> None:
+    """BOP22 2D detection / segmentation AP of a COCO results JSON."""
+    _not_available("`repro eval coco`", "metric engine (#4)")
+
+
+@eval_grp.command("nocs", context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def eval_nocs(args: tuple[str, ...]) -> None:
+    """NOCS category-level 3D IoU and degree/cm mAP."""
+    _not_available("`repro eval nocs`", "metric engine (#4)")
+
+
+@cli.command("report", context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def report_cmd(args: tuple[str, ...]) -> None:
+    """Build paper tables, the leaderboard and figures from a results directory."""
+    _not_available("`repro report`", "pipeline (#5)")
+
+
+@cli.command("ui")
+def ui_cmd() -> None:
+    """Serve the MLflow UI on 127.0.0.1."""
+    _not_available("`repro ui`", "pipeline (#5)")
+
+
+def main() -> None:
+    cli(prog_name="repro")

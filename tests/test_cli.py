@@ -1,0 +1,79 @@
+"""The ``repro`` command line: help everywhere, JSON contracts, one-line errors, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from repro.cli import cli
+from repro.results import read_bop_csv
+
+SUBCOMMANDS = [[], ["methods"], ["data"], ["data", "info"], ["data", "synth"], ["data", "verify"],
+               ["data", "convert-nocs-gt"], ["train"], ["infer"], ["eval"], ["eval", "bop"], ["eval", "coco"],
+               ["eval", "nocs"], ["report"], ["ui"]]
+
+
+@pytest.mark.parametrize("args", SUBCOMMANDS, ids=lambda a: " ".join(a) or "repro")
+def test_every_subcommand_has_help(args):
+    res = CliRunner().invoke(cli, [*args, "--help"])
+    assert res.exit_code == 0 and "Usage:" in res.output
+
+
+def test_console_script_help():
+    out = subprocess.run([sys.executable, "-m", "repro", "--help"], capture_output=True, text=True, check=True)
+    assert "infer" in out.stdout
+
+
+def test_methods_json():
+    res = CliRunner().invoke(cli, ["methods", "--json"])
+    rows = json.loads(res.output)
+    oracle = next(r for r in rows if r["name"] == "oracle")
+    assert oracle["uses_ground_truth"] and oracle["task"] == "instance"
+
+
+def test_data_info_goldtoy(goldtoy):
+    res = CliRunner().invoke(cli, ["data", "info", "--dataset-dir", str(goldtoy)])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.output)
+    assert {k: info[k] for k in ("format", "n_scenes", "n_images", "n_gt", "n_targets", "n_target_instances",
+                                 "obj_ids")} == {"format": "bop", "n_scenes": 2, "n_images": 9, "n_gt": 64,
+                                                 "n_targets": 44, "n_target_instances": 56,
+                                                 "obj_ids": [1, 2, 3, 4, 6, 9]}
+
+
+def test_bad_input_is_one_line_and_nonzero(tmp_path):
+    res = CliRunner().invoke(cli, ["data", "info", "--dataset-dir", str(tmp_path / "missing")])
+    assert res.exit_code == 2
+    assert res.stderr.count("\n") == 1 and "not found" in res.stderr
+    res = CliRunner().invoke(cli, ["infer", "--method", "nope", "--dataset-dir", str(tmp_path), "--out", "x"])
+    assert res.exit_code == 2 and "unknown method 'nope'" in res.stderr
+
+
+def test_unavailable_commands_say_so():
+    res = CliRunner().invoke(cli, ["eval", "nocs", "--results", "r.json", "--out", "s.json"])
+    assert res.exit_code == 3 and "not available yet" in res.stderr
+
+
+def test_infer_with_preset_and_overrides(goldtoy, tmp_path):
+    res = CliRunner().invoke(cli, ["infer", "--method", "oracle", "--dataset-dir", str(goldtoy), "--out",
+                                   str(tmp_path / "r"), "--scenes", "1", "drop_prob=1.0"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["n_frames"] == 5 and summary["n_estimates"] == 0
+    assert read_bop_csv(tmp_path / "r" / "estimates.csv") == []
+    run = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert run["params"]["drop_prob"] == 1.0 and run["provenance"]["notes"] == "ground-truth upper bound"
+    res = CliRunner().invoke(cli, ["infer", "--method", "oracle", "--dataset-dir", str(goldtoy), "--out",
+                                   str(tmp_path / "r2"), "--preset", "nope"])
+    assert res.exit_code == 2 and "has no preset 'nope'" in res.stderr
+
+
+def test_train_refuses_untrainable(goldtoy, tmp_path):
+    res = CliRunner().invoke(cli, ["train", "--method", "oracle", "--dataset-dir", str(goldtoy), "--split", "test",
+                                   "--out", str(tmp_path / "ck")])
+    assert res.exit_code == 2 and "not trainable" in res.stderr
+    assert not (tmp_path / "ck").exists()
