@@ -120,9 +120,17 @@ def data_synth(preset: str, out: Path, kind: str, seed: int) -> None:
 @data_grp.command("verify")
 @click.option("--dataset-dir", required=True, type=click.Path(path_type=Path))
 @click.option("--split", default="test")
-def data_verify(dataset_dir: Path, split: str) -> None:
+@click.option("--backend", type=click.Choice(["auto", "egl", "numba", "nvdiffrast"]), default="auto")
+@click.option("--sample-offset", type=float, default=0.5, show_default=True,
+              help="Where pixel (u, v) samples the image: (u+s, v+s). 0.5 = bop_toolkit's renderers (BOP "
+                   "annotations); 0.0 = the OpenCV pixel-centre convention.")
+@click.option("--delta", type=float, default=15.0, show_default=True, help="Visibility tolerance (mm).")
+@_errors_as_exit
+def data_verify(dataset_dir: Path, split: str, backend: str, sample_offset: float, delta: float) -> None:
     """Re-render every GT object and compare with the stored depth, masks and visibility."""
-    _not_available("dataset verification by re-rendering", "rendering (#3)")
+    from repro.render.verify import verify_dataset
+
+    _print_json(verify_dataset(dataset_dir, split=split, backend=backend, sample_offset=sample_offset, delta=delta))
 
 
 @data_grp.command("convert-nocs-gt")

@@ -53,6 +53,14 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path):
     assert res.exit_code == 2 and "unknown method 'nope'" in res.stderr
 
 
+def test_data_verify_goldtoy_meets_acceptance(goldtoy):
+    res = CliRunner().invoke(cli, ["data", "verify", "--dataset-dir", str(goldtoy)])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["depth_within_1mm"] >= 0.995 and out["mask_iou_min"] >= 0.99
+    assert out["visib_fract_max_abs_diff"] <= 0.01
+
+
 def test_unavailable_commands_say_so():
     res = CliRunner().invoke(cli, ["eval", "nocs", "--results", "r.json", "--out", "s.json"])
     assert res.exit_code == 3 and "not available yet" in res.stderr
