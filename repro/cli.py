@@ -112,9 +112,22 @@ def data_info(dataset_dir: Path, split: str | None, fmt: str, sensor: str | None
 @click.option("--out", required=True, type=click.Path(path_type=Path))
 @click.option("--kind", type=click.Choice(["bop", "nocs"]), default="bop")
 @click.option("--seed", type=int, default=0)
-def data_synth(preset: str, out: Path, kind: str, seed: int) -> None:
-    """Write a synthetic dataset (BOP or NOCS layout)."""
-    _not_available("synthetic data generation", "rendering + synthetic datasets (#3)")
+@click.option("--backend", type=click.Choice(["auto", "egl", "numba", "nvdiffrast"]), default="auto",
+              help="Renderer backend (files are byte-identical for the same preset, seed and backend).")
+@_errors_as_exit
+def data_synth(preset: str, out: Path, kind: str, seed: int, backend: str) -> None:
+    """Write a synthetic dataset (BOP or NOCS layout) with a generated dataset card."""
+    from repro.data.synth import generate_bop_dataset, generate_nocs_dataset
+    from repro.render import get_renderer
+
+    generate = generate_bop_dataset if kind == "bop" else generate_nocs_dataset
+    with get_renderer(backend) as renderer:
+        try:
+            summary = generate(out, preset=preset, seed=seed, renderer=renderer)
+        except FileExistsError as exc:
+            raise ValueError(str(exc)) from None
+    summary.pop("config", None)
+    _print_json(summary)
 
 
 @data_grp.command("verify")
@@ -224,18 +237,47 @@ def eval_bop(args: tuple[str, ...]) -> None:
     _not_available("`repro eval bop`", "metric engine (#4)")
 
 
-@eval_grp.command("coco", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def eval_coco(args: tuple[str, ...]) -> None:
-    """BOP22 2D detection / segmentation AP of a COCO results JSON."""
-    _not_available("`repro eval coco`", "metric engine (#4)")
+@eval_grp.command("coco")
+@click.option("--dataset-dir", required=True, type=click.Path(path_type=Path))
+@click.option("--results", required=True, type=click.Path(path_type=Path), help="BOP22 COCO results JSON.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Scores JSON to write.")
+@click.option("--ann-type", type=click.Choice(["segm", "bbox"]), default="segm", show_default=True)
+@click.option("--bbox-type", type=click.Choice(["amodal", "modal"]), default="amodal", show_default=True)
+@click.option("--split", default="test", show_default=True)
+@click.option("--targets", "targets_file", default=None, help="Targets file in the dataset root.")
+@_errors_as_exit
+def eval_coco(dataset_dir: Path, results: Path, out: Path, ann_type: str, bbox_type: str, split: str,
+              targets_file: str | None) -> None:
+    """BOP22 2D detection / segmentation AP of a COCO results JSON (bop_toolkit's protocol)."""
+    from repro.fileio import atomic_write_json
+    from repro.metrics.coco import evaluate_coco
+
+    scores = evaluate_coco(dataset_dir, results, ann_type=ann_type, bbox_type=bbox_type, split=split,
+                           targets_file=targets_file)
+    atomic_write_json(out, scores)
+    _print_json(scores)
 
 
-@eval_grp.command("nocs", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def eval_nocs(args: tuple[str, ...]) -> None:
-    """NOCS category-level 3D IoU and degree/cm mAP."""
-    _not_available("`repro eval nocs`", "metric engine (#4)")
+@eval_grp.command("nocs")
+@click.option("--results", required=True, type=click.Path(path_type=Path),
+              help="Official per-image layout (GT + predictions) or predictions only (repro-category-v1).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Scores JSON to write.")
+@click.option("--dataset-dir", default=None, type=click.Path(path_type=Path),
+              help="NOCS dataset (or GT JSON) to read the ground truth from, for predictions-only results.")
+@click.option("--use-matches-for-pose/--all-for-pose", default=True, show_default=True,
+              help="Pose AP among IoU@0.1 matches (detect_eval.py, the usual setting) or over all.")
+@click.option("--exact", is_flag=True, help="True oriented-box IoU without the original's quirks (NON-STANDARD).")
+@_errors_as_exit
+def eval_nocs(results: Path, out: Path, dataset_dir: Path | None, use_matches_for_pose: bool, exact: bool) -> None:
+    """NOCS category-level 3D IoU and degree/cm mAP (the original evaluation's conventions)."""
+    from repro.fileio import atomic_write_json
+    from repro.metrics.nocs import evaluate_nocs
+
+    scores = evaluate_nocs(results, dataset_dir=dataset_dir, use_matches_for_pose=use_matches_for_pose, exact=exact)
+    atomic_write_json(out, scores)
+    summary_keys = ("protocol", "IoU25", "IoU50", "IoU75", "5deg2cm", "5deg5cm", "10deg2cm", "10deg5cm",
+                    "10deg10cm", "10deg", "10cm")
+    _print_json({k: scores[k] for k in summary_keys if k in scores})
 
 
 @cli.command("report", context_settings={"ignore_unknown_options": True})

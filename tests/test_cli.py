@@ -61,8 +61,23 @@ def test_data_verify_goldtoy_meets_acceptance(goldtoy):
     assert out["visib_fract_max_abs_diff"] <= 0.01
 
 
+def test_eval_coco_and_nocs_write_golden_scores(golden_dir, tmp_path):
+    bop = golden_dir / "bop"
+    res = CliRunner().invoke(cli, ["eval", "coco", "--dataset-dir", str(bop / "dataset/goldtoy"), "--results",
+                                   str(bop / "results/goldsegm_goldtoy-test.json"), "--out", str(tmp_path / "c.json")])
+    assert res.exit_code == 0, res.output
+    ref = json.loads((bop / "eval/goldsegm_goldtoy-test/scores_bop22_coco_segm.json").read_text())
+    got = json.loads((tmp_path / "c.json").read_text())
+    assert got["AP"] == pytest.approx(ref["AP"], abs=1e-6)
+    res = CliRunner().invoke(cli, ["eval", "nocs", "--results", str(golden_dir / "nocs/inputs.json"), "--out",
+                                   str(tmp_path / "n.json")])
+    assert res.exit_code == 0, res.output
+    got = json.loads((tmp_path / "n.json").read_text())
+    assert got["protocol"] == "nocs" and got["IoU25"] == pytest.approx(66.2795, abs=1e-4)
+
+
 def test_unavailable_commands_say_so():
-    res = CliRunner().invoke(cli, ["eval", "nocs", "--results", "r.json", "--out", "s.json"])
+    res = CliRunner().invoke(cli, ["report", "--results-dir", "r", "--out", "o"])
     assert res.exit_code == 3 and "not available yet" in res.stderr
 
 

@@ -261,3 +261,28 @@ def test_gray_images_become_rgb(toy_copy):
     frame = BopDataset(toy_copy).load_frame(1, 2)
     assert frame.rgb.shape == (480, 640, 3)
     np.testing.assert_array_equal(frame.rgb[..., 0], frame.rgb[..., 2])
+
+
+def test_textured_model_round_trip(tmp_path):
+    base = _toy_model(1)
+    rng = np.random.default_rng(2)
+    tex = rng.integers(0, 256, (8, 16, 3), dtype=np.uint8)
+    uv = rng.random((len(base.vertices), 2))
+    model = ObjectModel(obj_id=1, vertices=base.vertices, faces=base.faces, diameter=base.diameter, uv=uv, texture=tex)
+    BopWriter(tmp_path).write_models([model])
+    (tmp_path / "test" / "000000").mkdir(parents=True)
+    got = BopDataset(tmp_path).objects()[1]
+    np.testing.assert_array_equal(got.texture, tex)
+    np.testing.assert_allclose(got.uv, uv, atol=1e-6)
+
+
+def test_image_size_comes_from_the_images(toy_copy):
+    import cv2
+
+    scene = toy_copy / "test/000003"
+    for p in sorted((scene / "rgb").glob("*.png")):
+        cv2.imwrite(str(p), cv2.resize(cv2.imread(str(p)), (320, 240)))
+    for p in sorted((scene / "depth").glob("*.png")):
+        cv2.imwrite(str(p), cv2.resize(cv2.imread(str(p), cv2.IMREAD_UNCHANGED), (320, 240)))
+    ds = BopDataset(toy_copy)
+    assert (ds.load_frame(3, 1).camera.width, ds.load_frame(1, 0).camera.width) == (320, 640)

@@ -130,6 +130,7 @@ class _Scene:
     camera: dict[int, dict[str, Any]]
     gt: dict[int, list[dict[str, Any]]]
     gt_info: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    image_size: tuple[int, int] | None = None
 
     @property
     def im_ids(self) -> list[int]:
@@ -305,15 +306,26 @@ class BopDataset:
         if entry is None:
             raise KeyError(f"image {im_id} not in {path}")
         K = _mat(path, entry.get("cam_K"), 9, f"{im_id}.cam_K").reshape(3, 3)
+        w, h = self._image_size(scene)
         dc = self.default_camera or {}
-        w, h = dc.get("width"), dc.get("height")
-        if w is None or h is None:
-            img = self._image_path(scene, "rgb", im_id) or self._image_path(scene, "gray", im_id)
-            if img is None:
-                raise DatasetNotFoundError(f"no rgb/gray image for image {im_id} in {scene.path}")
-            h, w = read_image(img).shape[:2]
-        return CameraIntrinsics(K=K, width=int(w), height=int(h)), float(entry.get("depth_scale", dc.get(
-            "depth_scale", 1.0)))
+        return CameraIntrinsics(K=K, width=w, height=h), float(entry.get("depth_scale", dc.get("depth_scale", 1.0)))
+
+    def _image_size(self, scene: _Scene) -> tuple[int, int]:
+        """(width, height) of a scene's images: read from its first image once (splits such as
+        onboarding views may differ from camera.json), else camera.json's."""
+        if scene.image_size is None:
+            img = next((p for i in scene.im_ids[:1] for p in (self._image_path(scene, "rgb", i),
+                                                              self._image_path(scene, "gray", i)) if p), None)
+            if img is not None:
+                h, w = read_image(img).shape[:2]
+            else:
+                dc = self.default_camera or {}
+                if "width" not in dc or "height" not in dc:
+                    raise DatasetNotFoundError(f"no rgb/gray images in {scene.path} and no width/height in "
+                                               f"{self.root / 'camera.json'}")
+                w, h = dc["width"], dc["height"]
+            scene.image_size = (int(w), int(h))
+        return scene.image_size
 
     def gt_instances(self, scene_id: int, im_id: int, *, load_masks: bool = False) -> tuple[GTInstance, ...]:
         scene = self.scene(scene_id)
@@ -449,8 +461,13 @@ class BopWriter:
             info[str(m.obj_id)] = {k: (float(v) if isinstance(v, np.floating) else v) for k, v in entry.items()}
         for d in dirs:
             for m in models:
+                texture_file = None
+                if m.texture is not None and m.uv is not None:
+                    texture_file = f"obj_{m.obj_id:06d}.png"
+                    atomic_write_image(self.root / d / texture_file, np.ascontiguousarray(m.texture[:, :, ::-1]))
                 save_ply(self.root / d / f"obj_{m.obj_id:06d}.ply",
-                         PlyMesh(m.vertices, m.faces, m.normals, m.colors, m.uv), comment=m.name or "")
+                         PlyMesh(m.vertices, m.faces, m.normals, m.colors, m.uv if texture_file else None,
+                                 texture_file), comment=m.name or "")
             atomic_write_text(self.root / d / "models_info.json", dumps_bop_json(info))
 
     def write_camera(self, camera: CameraIntrinsics, depth_scale: float = 0.1) -> None:
