@@ -230,11 +230,36 @@ def eval_grp() -> None:
     """Evaluate results files: BOP19 pose AR, BOP22 COCO AP, NOCS category-level mAP."""
 
 
-@eval_grp.command("bop", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def eval_bop(args: tuple[str, ...]) -> None:
-    """BOP19 pose evaluation (VSD, MSSD, MSPD, ADD family) of a results CSV."""
-    _not_available("`repro eval bop`", "metric engine (#4)")
+@eval_grp.command("bop")
+@click.option("--dataset-dir", required=True, type=click.Path(path_type=Path))
+@click.option("--results", required=True, type=click.Path(path_type=Path), help="BOP19 results CSV.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Scores JSON to write.")
+@click.option("--errors", default="vsd,mssd,mspd", show_default=True,
+              help="Comma-separated: vsd, mssd, mspd, ad, add, adi, proj, cus.")
+@click.option("--split", default="test", show_default=True)
+@click.option("--targets", "targets_file", default=None, help="Targets file (dataset root name or path).")
+@click.option("--workers", type=int, default=1, show_default=True, help="Processes over images.")
+@click.option("--renderer", "renderer_backend", type=click.Choice(["auto", "egl", "numba", "nvdiffrast"]),
+              default="auto", show_default=True, help="Renderer for VSD and CUS.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where the batched point errors run.")
+@click.option("--backend", type=click.Choice(["repro", "bop_toolkit"]), default="repro", show_default=True,
+              help="bop_toolkit delegates to bop_toolkit_lib (when installed) to cross-check.")
+@click.option("--errors-table", default=None, type=click.Path(path_type=Path),
+              help="Also write the per-estimate errors (.csv or .json).")
+@_errors_as_exit
+def eval_bop(dataset_dir: Path, results: Path, out: Path, errors: str, split: str, targets_file: str | None,
+             workers: int, renderer_backend: str, device: str, backend: str, errors_table: Path | None) -> None:
+    """BOP19 pose evaluation (VSD, MSSD, MSPD, ADD family, Proj, CUS) of a results CSV."""
+    from repro.fileio import atomic_write_json
+    from repro.metrics.bop19 import evaluate_bop
+
+    scores = evaluate_bop(dataset_dir, results, errors=errors, split=split, targets_file=targets_file,
+                          workers=workers, renderer_backend=renderer_backend, device=device, backend=backend,
+                          errors_table=errors_table)
+    atomic_write_json(out, scores)
+    keys = [k for k in scores if k.startswith(("bop19_", "recall_", "auc_"))]
+    _print_json({k: scores[k] for k in keys})
 
 
 @eval_grp.command("coco")

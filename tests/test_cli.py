@@ -61,6 +61,20 @@ def test_data_verify_goldtoy_meets_acceptance(goldtoy):
     assert out["visib_fract_max_abs_diff"] <= 0.01
 
 
+def test_eval_bop_golden(golden_dir, tmp_path):
+    bop = golden_dir / "bop"
+    res = CliRunner().invoke(cli, ["eval", "bop", "--dataset-dir", str(bop / "dataset/goldtoy"), "--results",
+                                   str(bop / "results/goldpose_goldtoy-test.csv"), "--out", str(tmp_path / "s.json"),
+                                   "--errors", "vsd,mssd,mspd,ad"])
+    assert res.exit_code == 0, res.output
+    ref = json.loads((bop / "eval/goldpose_goldtoy-test/scores_bop19.json").read_text())
+    got = json.loads((tmp_path / "s.json").read_text())
+    for key in ("bop19_average_recall", "bop19_average_recall_mssd", "bop19_average_recall_mspd",
+                "bop19_average_recall_vsd", "bop19_average_time_per_image"):
+        assert got[key] == pytest.approx(ref[key], abs=1e-9), key
+    assert got["recall_ad"] == pytest.approx(0.6071428571428571, abs=1e-12)
+
+
 def test_eval_coco_and_nocs_write_golden_scores(golden_dir, tmp_path):
     bop = golden_dir / "bop"
     res = CliRunner().invoke(cli, ["eval", "coco", "--dataset-dir", str(bop / "dataset/goldtoy"), "--results",
