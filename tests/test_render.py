@@ -27,6 +27,7 @@ from repro.render.viewpoints import (
     icosphere,
     inplane_rotations,
     look_at,
+    rotation_about_z,
     viewpoint_poses,
 )
 from repro.types import CameraIntrinsics, ObjectModel
@@ -494,6 +495,20 @@ def test_fibonacci_sphere():
     np.testing.assert_allclose(np.linalg.norm(fibonacci_sphere(1000).mean(axis=0)), 0.0, atol=2e-3)
 
 
+def test_fibonacci_sphere_zone():
+    for n in (1, 7, 16, 42):
+        i = np.arange(n, dtype=np.float64)
+        np.testing.assert_array_equal(fibonacci_sphere(n)[:, 2], 1.0 - (2.0 * i + 1.0) / n)  # the whole sphere
+        np.testing.assert_array_equal(fibonacci_sphere(n, -1.0, 1.0), fibonacci_sphere(n))
+    pts = fibonacci_sphere(12, min_z=0.15, max_z=0.85)
+    np.testing.assert_allclose(np.linalg.norm(pts, axis=1), 1.0, atol=1e-12)
+    assert pts[:, 2].min() > 0.15 and pts[:, 2].max() < 0.85
+    assert np.all(np.diff(pts[:, 2]) < 0)  # from max_z down to min_z
+    np.testing.assert_allclose(np.diff(pts[:, 2]), -0.7 / 12, atol=1e-12)  # even in z: even in area
+    with pytest.raises(ValueError):
+        fibonacci_sphere(4, min_z=0.5, max_z=0.2)
+
+
 def test_look_at_conventions():
     eye = np.array([300.0, -400.0, 200.0])
     R, t = look_at(eye)
@@ -509,6 +524,28 @@ def test_look_at_conventions():
         np.testing.assert_allclose(tp, [0, 0, 500.0], atol=1e-9)
     with pytest.raises(ValueError):
         look_at([0, 0, 0])
+
+
+def test_look_at_target_up_and_roll():
+    eye, target = np.array([0.0, -500.0, 300.0]), np.array([10.0, 20.0, 5.0])
+    R, t = look_at(eye, target)
+    np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(R @ target + t, [0, 0, np.linalg.norm(target - eye)], atol=1e-9)
+    assert (R @ np.array([0, 0, 1.0]))[1] < 0  # world up is image up
+    # another up vector: world +x appears as image up
+    Rx, _ = look_at(eye, target, up=(1.0, 0.0, 0.0))
+    up_cam = Rx @ np.array([1.0, 0.0, 0.0])
+    assert up_cam[1] < 0 and abs(up_cam[0]) < 1e-12
+    # roll: R' = Rz(roll) @ R, the image content turns from +x towards +y
+    roll = 0.3
+    Rr, tr = look_at(eye, target, roll=roll)
+    np.testing.assert_allclose(Rr, rotation_about_z(roll) @ R, atol=1e-15)
+    np.testing.assert_allclose(tr, -Rr @ eye, atol=1e-12)
+    p = R @ (target + 100.0 * R[0]) + t  # a point on the image's +x axis before the roll
+    pr = Rr @ (target + 100.0 * R[0]) + tr
+    np.testing.assert_allclose(pr[:2], 100.0 * np.array([np.cos(roll), np.sin(roll)]), atol=1e-9)
+    assert p[1] == pytest.approx(0.0, abs=1e-9)
+    np.testing.assert_array_equal(look_at(eye, target, roll=0.0)[0], R)
 
 
 def test_viewpoint_poses_render_object_at_centre():
@@ -542,6 +579,27 @@ def test_golden_bop_rerender_numba_one_scene(goldtoy):
     assert summary["depth_within_1mm"] >= 0.995
     assert summary["mask_iou_min"] >= 0.99
     assert summary["visib_fract_max_abs_diff"] <= 0.01
+
+
+def test_gt_info_inside_image_shortcut_matches_canvas(renderer, monkeypatch):
+    """Objects entirely inside the image are annotated from an image-size render; the 3x canvas
+    gives the same depth, masks and scene_gt_info for them."""
+    from repro.render import verify
+
+    model = box_model()
+    poses = [(model, rot([1, 2, 0.5], 0.7), [15.0, -10.0, 600.0]), (model, rot([0, 1, 1], 2.0), [-40.0, 25.0, 650.0])]
+    scene = RenderScene.from_poses(SMALL, poses, sample_offset=verify.BOP_SAMPLE_OFFSET)
+    depth = renderer.render(scene, {"depth"}).depth.astype(np.float64)
+    assert all(verify._inside_image(m, np.asarray(R), np.asarray(t), SMALL) for m, R, t in poses)
+    direct = verify.compute_gt_info(renderer, SMALL, depth, poses)
+    monkeypatch.setattr(verify, "_inside_image", lambda *args: False)
+    canvas = verify.compute_gt_info(renderer, SMALL, depth, poses)
+    for a, b in zip(direct, canvas, strict=True):
+        assert a.info == b.info
+        np.testing.assert_array_equal(a.mask, b.mask)
+        np.testing.assert_array_equal(a.mask_visib, b.mask_visib)
+        np.testing.assert_allclose(a.depth, b.depth, atol=1e-3)
+    assert 0.0 < direct[1].visib_fract < 1.0 or 0.0 < direct[0].visib_fract < 1.0  # they overlap
 
 
 def test_unoccluded_pixel_counts_include_truncated_parts(renderer):

@@ -25,14 +25,13 @@ from repro.data.synth.bop_synth import (
     STATIC_DIR,
     VIDEO_TARGETS,
     build_object,
-    compute_gt_info,
-    fibonacci_sphere,
     generate_bop_dataset,
-    look_at,
     verify_symmetries,
 )
 from repro.data.synth.presets import PRESETS, get_preset
 from repro.fileio import read_image, read_json
+from repro.render.scene import BOP_SAMPLE_OFFSET
+from repro.render.verify import compute_gt_info, verify_dataset
 from repro.types import CameraIntrinsics
 
 SPLITS = ("test", "train_pbr", "video", "onboarding")
@@ -176,12 +175,24 @@ def test_gt_info_recomputed_from_files(root, renderer):
     objects = ds.objects()
     scene_id, im_id = ds.image_keys()[0]
     frame = ds.load_frame(scene_id, im_id, load_masks=True)
-    masks, visibs, infos = compute_gt_info(renderer, frame.camera, frame.depth.astype(np.float64),
-                                           [(objects[g.obj_id], g.R, g.t) for g in frame.gt])
-    assert infos == ds.scene(scene_id).gt_info[im_id]
-    for g, m, v in zip(frame.gt, masks, visibs, strict=True):
-        np.testing.assert_array_equal(g.mask, m)
-        np.testing.assert_array_equal(g.mask_visib, v)
+    anns = compute_gt_info(renderer, frame.camera, frame.depth.astype(np.float64),
+                           [(objects[g.obj_id], g.R, g.t) for g in frame.gt])
+    assert [a.info for a in anns] == ds.scene(scene_id).gt_info[im_id]
+    for g, a in zip(frame.gt, anns, strict=True):
+        np.testing.assert_array_equal(g.mask, a.mask)
+        np.testing.assert_array_equal(g.mask_visib, a.mask_visib)
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_verify_reproduces_stored_annotations(root, renderer, split):
+    """Everything is rendered with bop_toolkit's pixel sampling (BOP_SAMPLE_OFFSET), so
+    ``repro data verify`` reproduces the stored depth, masks and visib_fract as for real BOP data."""
+    summary = verify_dataset(root, split=split, renderer=renderer)
+    assert summary["sample_offset"] == BOP_SAMPLE_OFFSET
+    assert summary["n_gt"] > 0 and summary["n_masks_compared"] > 0
+    assert summary["depth_within_1mm"] >= 0.999
+    assert summary["mask_iou_min"] >= 0.99
+    assert summary["visib_fract_max_abs_diff"] <= 1e-9
 
 
 def test_visibility_rule_on_a_constructed_occlusion(renderer):
@@ -192,20 +203,22 @@ def test_visibility_rule_on_a_constructed_occlusion(renderer):
     R, t = np.eye(3), np.array([0.0, 0.0, 500.0])
     from repro.render import RenderInstance, RenderScene
 
-    depth = renderer.render(RenderScene(cam, (RenderInstance(model, R, t),)), {"depth"}).depth.astype(np.float64)
+    depth = renderer.render(RenderScene(cam, (RenderInstance(model, R, t),), sample_offset=BOP_SAMPLE_OFFSET),
+                            {"depth"}).depth.astype(np.float64)
     scene = depth.copy()
     scene[:, :80][scene[:, :80] > 0] -= 100.0  # an occluder 100 mm in front on the left half
     scene[:10] = 0.0  # missing depth on top rows
     scene[:, 100:][scene[:, 100:] > 0] -= 10.0  # something 10 mm in front (within delta) on the right
-    masks, visibs, infos = compute_gt_info(renderer, cam, scene, [(model, R, t)], delta=15.0)
-    full, vis = masks[0], visibs[0]
+    (ann,) = compute_gt_info(renderer, cam, scene, [(model, R, t)], delta=15.0)
+    full, vis = ann.mask, ann.mask_visib
     np.testing.assert_array_equal(full, depth > 0)
+    np.testing.assert_array_equal(ann.depth, depth)
     expect = full.copy()
     expect[:, :80] = False
     expect[:10] |= full[:10]
     np.testing.assert_array_equal(vis, expect)
-    assert infos[0]["px_count_all"] == int(full.sum())
-    assert infos[0]["visib_fract"] == pytest.approx(expect.sum() / full.sum(), abs=1e-12)
+    assert ann.info["px_count_all"] == int(full.sum())
+    assert ann.visib_fract == pytest.approx(expect.sum() / full.sum(), abs=1e-12)
 
 
 def test_truncated_objects_count_pixels_outside_the_image(renderer):
@@ -214,11 +227,13 @@ def test_truncated_objects_count_pixels_outside_the_image(renderer):
     R, t = np.eye(3), np.array([-120.0, 0.0, 500.0])  # centre at u = 7.5, 48 px wide: left part cut off
     from repro.render import RenderInstance, RenderScene
 
-    depth = renderer.render(RenderScene(cam, (RenderInstance(model, R, t),)), {"depth"}).depth.astype(np.float64)
-    masks, _, infos = compute_gt_info(renderer, cam, depth, [(model, R, t)])
-    x, _, w, h = infos[0]["bbox_obj"]
-    assert x < 0 and infos[0]["px_count_all"] > masks[0].sum()
-    assert infos[0]["visib_fract"] == pytest.approx(masks[0].sum() / infos[0]["px_count_all"], abs=1e-12)
+    depth = renderer.render(RenderScene(cam, (RenderInstance(model, R, t),), sample_offset=BOP_SAMPLE_OFFSET),
+                            {"depth"}).depth.astype(np.float64)
+    (ann,) = compute_gt_info(renderer, cam, depth, [(model, R, t)])
+    x, _, w, h = ann.info["bbox_obj"]
+    assert x < 0 and ann.info["px_count_all"] > ann.mask.sum()
+    np.testing.assert_array_equal(ann.mask, depth > 0)  # the canvas crop is the image's own render
+    assert ann.visib_fract == pytest.approx(ann.mask.sum() / ann.info["px_count_all"], abs=1e-12)
     # the whole silhouette: 80 x 50 mm, front face at 485 mm, f = 300 -> about 50 x 31 pixels
     assert w == pytest.approx(50, abs=3) and h == pytest.approx(31, abs=2)
 
@@ -467,13 +482,3 @@ def test_primitives_are_closed_and_outward():
     merged = S.merge(S.paint(S.box((1, 1, 1)), (1, 0, 0)), S.transform(S.box((1, 1, 1)), t=(5, 0, 0)))
     assert merged.n_vertices == 48 and np.allclose(merged.colors[24:], 0.5)
     assert S.mesh_diameter(merged.vertices) == pytest.approx(np.linalg.norm([6, 1, 1]))
-
-
-def test_view_helpers():
-    dirs = fibonacci_sphere(16)
-    np.testing.assert_allclose(np.linalg.norm(dirs, axis=1), 1.0)
-    assert abs(dirs.mean(axis=0)).max() < 0.1
-    R, t = look_at((0, -500, 300), (0, 0, 0))
-    np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-12)
-    np.testing.assert_allclose(R @ np.zeros(3) + t, [0, 0, math.hypot(500, 300)], atol=1e-9)
-    assert (R @ np.array([0, 0, 1.0]))[1] < 0  # world up is image up

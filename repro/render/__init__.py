@@ -10,6 +10,7 @@ from repro.render.base import BaseRenderer, Raster, Renderer
 from repro.render.factory import BACKENDS, get_renderer, nvdiffrast_available
 from repro.render.helpers import large_canvas, render_instance_masks, render_poses, unoccluded_pixel_counts
 from repro.render.scene import (
+    BOP_SAMPLE_OFFSET,
     DEFAULT_OUTPUTS,
     OUTPUTS,
     Light,
@@ -23,6 +24,7 @@ from repro.render.scene import (
 
 __all__ = [
     "BACKENDS",
+    "BOP_SAMPLE_OFFSET",
     "DEFAULT_OUTPUTS",
     "OUTPUTS",
     "BaseRenderer",

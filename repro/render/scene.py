@@ -8,8 +8,8 @@ Conventions (shared by every backend):
   coordinates, where ``s = scene.sample_offset``. The default ``s = 0`` is the OpenCV convention:
   integer pixel coordinates are pixel centres, so a rendered depth agrees with a ray cast through
   ``K^-1 [u, v, 1]``. ``s = 0.5`` reproduces bop_toolkit's OpenGL renderers (vispy, glumpy, cpp),
-  which put GL's half-integer pixel centres on ``u + 0.5`` — use it to compare with depth images or
-  masks those renderers produced.
+  which put GL's half-integer pixel centres on ``u + 0.5`` (``BOP_SAMPLE_OFFSET``) — use it to
+  compare with depth images or masks those renderers produced.
 * Depth is the camera-frame z in mm (float32, 0 = background); ``instance_ids`` index
   ``scene.instances`` (-1 = background); ``obj_ids`` hold ``ObjectModel.obj_id`` (0 = background).
 """
@@ -36,6 +36,11 @@ texture with ambient + Lambertian shading, uint8. ``xyz``: the surface point in 
 """
 
 DEFAULT_OUTPUTS: frozenset[str] = frozenset({"depth", "ids"})
+
+BOP_SAMPLE_OFFSET = 0.5
+"""The ``sample_offset`` of BOP annotations: they are made with bop_toolkit's renderer, which
+samples pixel ``(u, v)`` at the image point ``(u + 0.5, v + 0.5)``. Use it for everything compared
+with BOP depth images, masks or ``scene_gt_info`` (verification, VSD, synthetic BOP data)."""
 
 
 def _vec3(value: Iterable[float], name: str) -> np.ndarray:

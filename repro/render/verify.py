@@ -1,17 +1,25 @@
-"""Re-render the GT objects of a BOP dataset and compare with what the dataset stores.
+"""BOP ground-truth annotation (bop_toolkit's ``calc_gt_info.py`` / ``calc_gt_masks.py``) and
+``repro data verify``.
 
-This is ``repro data verify``: it checks that our renderer (and the dataset's poses, intrinsics
-and models) reproduce the stored depth images, full masks (``mask/``) and ``visib_fract`` of
-``scene_gt_info.json``. The visibility recomputation follows bop_toolkit's ``calc_gt_info.py``:
-each object rendered alone on a 3x larger canvas (so truncated parts count in ``px_count_all``),
+``compute_gt_info`` computes, per GT object of an image, what a BOP dataset stores: the full mask
+(``mask/``), the visible mask (``mask_visib/``) and the ``scene_gt_info`` entry. It follows
+bop_toolkit: each object rendered alone on a 3x larger canvas (so truncated parts count in
+``px_count_all`` and ``bbox_obj``; objects whose every vertex projects inside the image are
+rendered on the image itself, which gives the same pixels with a nine times smaller read-back),
 depth converted to distance images with integer pixel coordinates
 (``misc.depth_im_to_dist_im_fast``), and the ``bop19`` visibility test of
-``visibility.estimate_visib_mask_gt``: visible where the object is rendered and the stored
-distance is missing (0) or not nearer than the rendered one by more than ``delta``.
+``visibility.estimate_visib_mask_gt``: visible where the object is rendered and the scene distance
+is missing (0) or not nearer than the rendered one by more than ``delta``. The synthetic BOP
+generator annotates with it.
 
-``sample_offset`` defaults to 0.5 because BOP's annotations are made with bop_toolkit's OpenGL
-renderers, which sample pixel ``(u, v)`` at the image point ``(u + 0.5, v + 0.5)``; with the OpenCV
-convention (0.0) silhouettes shift by half a pixel and mask IoUs of small objects drop.
+``verify_dataset`` (``repro data verify``) re-annotates a BOP dataset from its poses, intrinsics,
+models and stored depth, and compares the renders and results with the stored depth images, full
+masks and ``visib_fract`` of ``scene_gt_info``.
+
+``sample_offset`` defaults to ``BOP_SAMPLE_OFFSET`` (0.5) because BOP's annotations are made with
+bop_toolkit's OpenGL renderers, which sample pixel ``(u, v)`` at the image point
+``(u + 0.5, v + 0.5)``; with the OpenCV convention (0.0) silhouettes shift by half a pixel and mask
+IoUs of small objects drop.
 """
 
 from __future__ import annotations
@@ -26,8 +34,8 @@ import numpy as np
 
 from repro.render.base import Renderer
 from repro.render.helpers import large_canvas
-from repro.render.scene import RenderInstance, RenderScene
-from repro.types import Frame, ObjectModel
+from repro.render.scene import BOP_SAMPLE_OFFSET, RenderInstance, RenderScene
+from repro.types import CameraIntrinsics, Frame, ObjectModel
 
 log = logging.getLogger(__name__)
 
@@ -93,48 +101,110 @@ def visible_mask_bop19(dist_test: np.ndarray, dist_model: np.ndarray, delta: flo
     return np.logical_and(np.logical_or(d_diff <= delta, dist_test == 0), dist_model > 0)
 
 
+@dataclass(frozen=True, eq=False)
+class GTAnnotation:
+    """bop_toolkit's annotation of one GT object in one image.
+
+    ``depth``: the object rendered alone, in the image (mm, 0 = background); ``mask``: its full
+    silhouette (BOP ``mask/``); ``mask_visib``: its visible part (``mask_visib/``); ``info``: the
+    ``scene_gt_info`` entry (``bbox_obj``, ``bbox_visib``, ``px_count_all``, ``px_count_valid``,
+    ``px_count_visib``, ``visib_fract``).
+    """
+
+    depth: np.ndarray
+    mask: np.ndarray
+    mask_visib: np.ndarray
+    info: dict[str, Any]
+
+    @property
+    def visib_fract(self) -> float:
+        return self.info["visib_fract"]
+
+
+def _mask_bbox(mask: np.ndarray, dx: int = 0, dy: int = 0) -> list[int]:
+    """bop_toolkit's ``calc_2d_bbox`` of a non-empty mask: (x, y, w, h) with w = max - min,
+    shifted by (-dx, -dy)."""
+    ys = np.flatnonzero(mask.any(axis=1))
+    xs = np.flatnonzero(mask.any(axis=0))
+    return [int(xs[0] - dx), int(ys[0] - dy), int(xs[-1] - xs[0]), int(ys[-1] - ys[0])]
+
+
+def _inside_image(model: ObjectModel, R: np.ndarray, t: np.ndarray, camera: CameraIntrinsics) -> bool:
+    """True when every vertex projects at least a pixel inside the image, so no pixel sample
+    (offset in [0, 1]) outside the image can be covered: the silhouette is not truncated."""
+    pc = model.vertices @ R.T + t
+    if np.any(pc[:, 2] <= 0):
+        return False
+    uv = pc[:, :2] / pc[:, 2:3] * np.array([camera.fx, camera.fy]) + np.array([camera.cx, camera.cy])
+    return bool(np.all(uv >= 1.0) and np.all(uv <= np.array([camera.width, camera.height]) - 2.0))
+
+
+def compute_gt_info(renderer: Renderer, camera: CameraIntrinsics, scene_depth_mm: np.ndarray,
+                    poses: Sequence[tuple[ObjectModel, np.ndarray, np.ndarray]], *, delta: float = 15.0,
+                    sample_offset: float = BOP_SAMPLE_OFFSET) -> list[GTAnnotation]:
+    """Annotations of GT objects ``(model, R, t)`` in an image with depth ``scene_depth_mm``, as
+    bop_toolkit computes them (see the module docstring).
+
+    ``scene_depth_mm`` should be the depth as stored (after quantisation). ``delta`` (mm) is the
+    visibility tolerance; ``sample_offset`` the renders' pixel sampling convention.
+    """
+    W, H = camera.width, camera.height
+    big = large_canvas(camera)
+    canvas_offset = ((big.width - W) // 2, (big.height - H) // 2)
+    offsets = [(0, 0) if _inside_image(m, R, t, camera) else canvas_offset for m, R, t in poses]
+    scenes = [RenderScene(camera if off == (0, 0) else big, (RenderInstance(m, R, t),), sample_offset=sample_offset)
+              for (m, R, t), off in zip(poses, offsets, strict=True)]
+    results = renderer.render_batch(scenes, {"depth"}) if scenes else []
+    dist_im = depth_to_distance(scene_depth_mm, camera.K)
+    annotations = []
+    for res, (ox, oy) in zip(results, offsets, strict=True):
+        depth = np.ascontiguousarray(res.depth[oy:oy + H, ox:ox + W])
+        dist_gt = depth_to_distance(depth, camera.K)
+        mask = dist_gt > 0
+        visib = visible_mask_bop19(dist_im, dist_gt, delta)
+        mask_all = res.depth > 0
+        px_all = int(mask_all.sum())
+        px_visib = int(visib.sum())
+        info: dict[str, Any] = {
+            "bbox_obj": [-1, -1, -1, -1], "bbox_visib": [-1, -1, -1, -1], "px_count_all": px_all,
+            "px_count_valid": int((dist_im[mask] > 0).sum()), "px_count_visib": px_visib,
+            "visib_fract": float(px_visib / px_all) if px_all > 0 else 0.0}
+        if px_visib > 0:
+            info["bbox_obj"] = _mask_bbox(mask_all, ox, oy)
+            info["bbox_visib"] = _mask_bbox(visib)
+        annotations.append(GTAnnotation(depth, mask, visib, info))
+    return annotations
+
+
 def verify_frame(frame: Frame, objects: dict[int, ObjectModel], renderer: Renderer, *,
-                 sample_offset: float = 0.5, delta: float = 15.0) -> VerifyStats:
-    """Compare one frame's stored depth, masks and visib_fract with renders of its GT objects."""
+                 sample_offset: float = BOP_SAMPLE_OFFSET, delta: float = 15.0) -> VerifyStats:
+    """Compare one frame's stored depth, masks and visib_fract with ``compute_gt_info`` of its GT."""
     if frame.gt is None or frame.depth is None:
         raise ValueError(f"frame {frame.key} needs ground truth and depth to be verified")
-    cam = frame.camera
-    big = large_canvas(cam)
-    W, H = cam.width, cam.height
-    x0, y0 = (big.width - W) // 2, (big.height - H) // 2
-    stats = VerifyStats()
-    insts = [RenderInstance(objects[g.obj_id], g.R, g.t) for g in frame.gt]
-    small = renderer.render_batch([RenderScene(cam, (i,), sample_offset=sample_offset) for i in insts], {"depth"})
-    large = renderer.render_batch([RenderScene(big, (i,), sample_offset=sample_offset) for i in insts], {"depth"})
     stored = frame.depth
-    dist_im = depth_to_distance(stored, cam.K)
-    for g, r_small, r_large in zip(frame.gt, small, large, strict=True):
+    annotations = compute_gt_info(renderer, frame.camera, stored, [(objects[g.obj_id], g.R, g.t) for g in frame.gt],
+                                  delta=delta, sample_offset=sample_offset)
+    stats = VerifyStats()
+    for g, ann in zip(frame.gt, annotations, strict=True):
         stats.n_gt += 1
-        depth = r_small.depth
         if g.mask_visib is not None:
             sel = g.mask_visib & (stored > 0)
             if sel.any():
-                err = np.abs(depth[sel].astype(np.float64) - stored[sel])
-                err[depth[sel] <= 0] = np.inf
+                err = np.abs(ann.depth[sel].astype(np.float64) - stored[sel])
+                err[ann.depth[sel] <= 0] = np.inf
                 stats.depth_pixels += int(sel.sum())
                 stats.depth_within += int((err <= DEPTH_TOLERANCE_MM).sum())
                 stats.depth_abs_err_sum += float(np.minimum(err, 100.0).sum())
         if g.mask is not None and g.mask.sum() >= MIN_MASK_PIXELS:
-            mine = depth > 0
-            union = np.logical_or(mine, g.mask).sum()
-            stats.mask_ious.append(float(np.logical_and(mine, g.mask).sum() / union) if union else 1.0)
-        depth_large = r_large.depth
-        depth_gt = depth_large[y0:y0 + H, x0:x0 + W]
-        px_all = int((depth_large > 0).sum())
-        visib = visible_mask_bop19(dist_im, depth_to_distance(depth_gt, cam.K), delta)
-        visib_fract = float(visib.sum()) / px_all if px_all > 0 else 0.0
-        stats.visib_fract_diffs.append(visib_fract - g.visib_fract)
+            union = np.logical_or(ann.mask, g.mask).sum()
+            stats.mask_ious.append(float(np.logical_and(ann.mask, g.mask).sum() / union) if union else 1.0)
+        stats.visib_fract_diffs.append(ann.visib_fract - g.visib_fract)
         if g.px_count_all is not None:
-            stats.px_count_all_diffs.append(px_all - int(g.px_count_all))
+            stats.px_count_all_diffs.append(ann.info["px_count_all"] - int(g.px_count_all))
     return stats
 
 
-def verify_bop_scene(dataset, scene_id: int, renderer: Renderer, *, sample_offset: float = 0.5,
+def verify_bop_scene(dataset, scene_id: int, renderer: Renderer, *, sample_offset: float = BOP_SAMPLE_OFFSET,
                      delta: float = 15.0) -> VerifyStats:
     """Verify every image of one scene of a ``BopDataset`` (see the module docstring)."""
     objects = dataset.objects()
@@ -145,8 +215,8 @@ def verify_bop_scene(dataset, scene_id: int, renderer: Renderer, *, sample_offse
 
 
 def verify_dataset(dataset_dir: str | Path, *, split: str = "test", scene_ids: Sequence[int] | None = None,
-                   renderer: Renderer | None = None, backend: str = "auto", sample_offset: float = 0.5,
-                   delta: float = 15.0) -> dict[str, Any]:
+                   renderer: Renderer | None = None, backend: str = "auto",
+                   sample_offset: float = BOP_SAMPLE_OFFSET, delta: float = 15.0) -> dict[str, Any]:
     """Verify a BOP dataset; returns the ``repro data verify`` JSON object.
 
     Keys: ``depth_within_1mm`` (fraction of stored-visible-mask pixels with stored depth > 0 whose

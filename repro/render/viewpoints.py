@@ -2,16 +2,22 @@
 
 * ``icosphere(level)``: vertices of a subdivided icosahedron (12, 42, 162, ... = 10 * 4^level + 2),
   e.g. Co-op's 42 templates at level 1.
-* ``fibonacci_sphere(n)``: n near-uniform directions on a golden-angle spiral (STORM's 16 views).
+* ``fibonacci_sphere(n, min_z, max_z)``: n near-uniform directions on a golden-angle spiral
+  (STORM's 16 views), optionally restricted to a zone ``min_z <= z <= max_z``.
 * ``inplane_rotations(n)``: rotations about the optical axis.
 * ``look_at`` / ``viewpoint_poses``: model-to-camera ``R``, ``t`` (mm) for a camera placed at a
-  point and looking at a target (the object origin by default).
+  point and looking at a target (the object origin by default), optionally rolled.
 
 Up-vector rule: the camera's ``-y`` axis (image up; OpenCV y points down) is the projection of
 ``up`` onto the image plane, so ``up`` appears vertical and pointing up in the image. When the
 viewing direction is (anti)parallel to ``up`` the projection vanishes; then the world axis least
 aligned with the viewing direction (first of x, y, z on ties) is used instead, which makes the
 pose well defined and deterministic at the poles.
+
+Roll rule: a roll by ``roll`` radians about the optical axis left-multiplies the unrolled pose,
+``R' = Rz(roll) @ R`` (``rotation_about_z``), with ``t' = -R' @ eye``: with a positive roll the
+image content turns by ``roll`` from image +x towards image +y (clockwise on screen, as y points
+down); the camera itself turns the other way.
 """
 
 from __future__ import annotations
@@ -58,12 +64,17 @@ def _midpoint(points: list[np.ndarray], cache: dict[tuple[int, int], int], a: in
     return cache[key]
 
 
-def fibonacci_sphere(n: int) -> np.ndarray:
-    """``n`` unit vectors on a golden-angle (Fibonacci) spiral from +z to -z, (n, 3)."""
+def fibonacci_sphere(n: int, min_z: float = -1.0, max_z: float = 1.0) -> np.ndarray:
+    """``n`` unit vectors on a golden-angle (Fibonacci) spiral from ``max_z`` down to ``min_z``, (n, 3).
+
+    The points cover the sphere zone ``min_z <= z <= max_z`` evenly (the whole sphere by default).
+    """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    if not -1.0 <= min_z <= max_z <= 1.0:
+        raise ValueError(f"need -1 <= min_z <= max_z <= 1, got min_z={min_z}, max_z={max_z}")
     i = np.arange(n, dtype=np.float64)
-    z = 1.0 - (2.0 * i + 1.0) / n
+    z = max_z - (i + 0.5) / n * (max_z - min_z)
     r = np.sqrt(np.clip(1.0 - z * z, 0.0, None))
     phi = i * _GOLDEN_ANGLE
     return np.column_stack([r * np.cos(phi), r * np.sin(phi), z])
@@ -96,11 +107,12 @@ def inplane_rotations(n: int) -> np.ndarray:
 
 
 def look_at(eye: Sequence[float] | np.ndarray, target: Sequence[float] | np.ndarray = (0.0, 0.0, 0.0),
-            up: Sequence[float] | np.ndarray = (0.0, 0.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+            up: Sequence[float] | np.ndarray = (0.0, 0.0, 1.0), roll: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Model-to-camera pose (BOP: ``x_cam = R x + t``) of a camera at ``eye`` looking at ``target``.
 
     The camera's z axis points from ``eye`` to ``target``; image up follows the module's up-vector
-    rule. Raises ``ValueError`` when ``eye == target``.
+    rule, then the camera is rolled by ``roll`` radians about its optical axis (the module's roll
+    rule: ``R' = Rz(roll) @ R``). Raises ``ValueError`` when ``eye == target``.
     """
     eye = np.asarray(eye, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
@@ -117,6 +129,8 @@ def look_at(eye: Sequence[float] | np.ndarray, target: Sequence[float] | np.ndar
     x /= np.linalg.norm(x)
     y = np.cross(z, x)
     R = np.stack([x, y, z])
+    if roll:
+        R = rotation_about_z(roll) @ R
     t = -R @ eye
     return R, t
 

@@ -16,7 +16,6 @@ from repro.data.synth.bop_synth import (
     OBJECT_LIBRARY,
     build_object,
     build_objects,
-    compute_gt_info,
     generate_bop_dataset,
     verify_symmetries,
 )
@@ -29,7 +28,6 @@ __all__ = [
     "SynthConfig",
     "build_object",
     "build_objects",
-    "compute_gt_info",
     "generate_bop_dataset",
     "get_preset",
     "verify_symmetries",

@@ -8,12 +8,18 @@ What is generated (see ``card.py`` for the layout as documented in the dataset c
   ``description``), checked numerically by ``verify_symmetries`` before anything is written;
 * ``test`` and ``train_pbr`` scenes: objects resting on a textured table with distractors,
   random lights and cameras; ``scene_gt_info`` and masks computed as bop_toolkit's
-  ``calc_gt_info.py`` / ``calc_gt_masks.py`` do (3x canvas for truncated objects, distance-image
-  visibility test with tolerance ``delta`` in the ``bop19`` mode); ``test_targets_bop19.json``;
+  ``calc_gt_info.py`` / ``calc_gt_masks.py`` do (``repro.render.verify.compute_gt_info``: 3x
+  canvas for truncated objects, distance-image visibility test with tolerance ``delta`` in the
+  ``bop19`` mode); ``test_targets_bop19.json``;
 * ``video`` scenes for tracking with a sidecar ``scene_sequence.json`` (timestamps, a frame-drop
   protocol, a passing occluder with its masks, objects moving on the table);
 * onboarding data: posed object-centred views in a BOP-like ``onboarding/`` split and STORM-style
   masked references in ``onboarding_static/``.
+
+Pixel sampling: everything stored (rgb, depth, masks, onboarding views and references) is
+rendered with ``sample_offset=BOP_SAMPLE_OFFSET``, i.e. pixel ``(u, v)`` samples the image point
+``(u + 0.5, v + 0.5)`` as bop_toolkit's renderer does for real BOP data, so ``repro data verify``
+and the metrics' VSD renders reproduce the stored depth and masks.
 
 Randomness: every scene, sequence and object draws from its own generator seeded by
 ``(seed, stream, index)``, so a dataset is a pure function of (preset, seed, renderer backend).
@@ -40,15 +46,17 @@ from repro.data.bop import BopImage, BopWriter
 from repro.data.synth import shapes as S
 from repro.data.synth.presets import SplitConfig, SynthConfig, VideoConfig, get_preset
 from repro.fileio import atomic_write_image, atomic_write_json
+from repro.render.scene import BOP_SAMPLE_OFFSET, Light, RenderInstance, RenderResult, RenderScene, pixel_rays
+from repro.render.verify import compute_gt_info
+from repro.render.viewpoints import fibonacci_sphere, look_at
 from repro.types import CameraIntrinsics, ContinuousSymmetry, GTInstance, InstanceTarget, ObjectModel, Targets
 
 if TYPE_CHECKING:
     from repro.render.base import Renderer
-    from repro.render.scene import RenderResult
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "1.1.0"
 LIBRARY_SEED = 20240601
 """Object meshes and textures depend on this constant only (not on the dataset seed), so the
 object library is the same for every seed, like the objects of a real dataset."""
@@ -341,116 +349,7 @@ def models_info_extra(models: Sequence[ObjectModel], specs: Sequence[ObjectSpec]
                        "key": s.key} for m, s in zip(models, specs, strict=True)}
 
 
-# --------------------------------------------------------------------------- geometry helpers
-
-
-def look_at(cam_pos: Sequence[float], target: Sequence[float], up: Sequence[float] = (0.0, 0.0, 1.0),
-            roll_deg: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """World-to-camera ``(R, t)`` (OpenCV: x right, y down, z forward) of a camera at
-    ``cam_pos`` looking at ``target`` with ``up`` pointing up in the image, rolled by
-    ``roll_deg`` about the optical axis."""
-    c = np.asarray(cam_pos, dtype=np.float64)
-    z = np.asarray(target, dtype=np.float64) - c
-    z /= np.linalg.norm(z)
-    u = np.asarray(up, dtype=np.float64)
-    if abs(float(u @ z)) > 0.999 * np.linalg.norm(u):
-        u = np.array([0.0, 1.0, 0.0]) if abs(z[1]) < 0.9 else np.array([1.0, 0.0, 0.0])
-    y = -(u - (u @ z) * z)
-    y /= np.linalg.norm(y)
-    x = np.cross(y, z)
-    R = np.stack([x, y, z])
-    if roll_deg:
-        R = rot_z(roll_deg) @ R
-    return R, -R @ c
-
-
-def fibonacci_sphere(n: int, min_z: float = -1.0, max_z: float = 1.0) -> np.ndarray:
-    """``n`` unit vectors spread evenly (golden-angle spiral) over the sphere zone
-    ``min_z <= z <= max_z``."""
-    i = np.arange(n, dtype=np.float64)
-    z = max_z - (i + 0.5) / n * (max_z - min_z)
-    r = np.sqrt(np.clip(1.0 - z * z, 0.0, None))
-    phi = i * math.pi * (3.0 - math.sqrt(5.0))
-    return np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=1)
-
-
-def depth_to_dist(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """Distance from the camera centre per pixel (bop_toolkit's ``depth_im_to_dist_im_fast``)."""
-    h, w = depth.shape
-    xs, ys = np.meshgrid(np.arange(w), np.arange(h))
-    px = (xs - K[0, 2]) / np.float64(K[0, 0])
-    py = (ys - K[1, 2]) / np.float64(K[1, 1])
-    d = depth.astype(np.float64)
-    return np.sqrt((px * d) ** 2 + (py * d) ** 2 + d ** 2)
-
-
-def _mask_bbox(mask: np.ndarray, dx: int = 0, dy: int = 0) -> list[int]:
-    """bop_toolkit's ``calc_2d_bbox`` of a non-empty mask: (x, y, w, h) with w = max - min,
-    shifted by (-dx, -dy)."""
-    ys = np.flatnonzero(mask.any(axis=1))
-    xs = np.flatnonzero(mask.any(axis=0))
-    return [int(xs[0] - dx), int(ys[0] - dy), int(xs[-1] - xs[0]), int(ys[-1] - ys[0])]
-
-
-def _inside_image(model: ObjectModel, R: np.ndarray, t: np.ndarray, camera: CameraIntrinsics) -> bool:
-    """True when every vertex projects at least a pixel inside the image (so the silhouette
-    cannot be truncated)."""
-    pc = model.vertices @ R.T + t
-    if np.any(pc[:, 2] <= 0):
-        return False
-    uv = pc[:, :2] / pc[:, 2:3] * np.array([camera.fx, camera.fy]) + np.array([camera.cx, camera.cy])
-    return bool(np.all(uv >= 1.0) and np.all(uv <= np.array([camera.width, camera.height]) - 2.0))
-
-
-def compute_gt_info(renderer: Renderer, camera: CameraIntrinsics, scene_depth_mm: np.ndarray,
-                    poses: Sequence[tuple[ObjectModel, np.ndarray, np.ndarray]], delta: float = 15.0
-                    ) -> tuple[list[np.ndarray], list[np.ndarray], list[dict[str, Any]]]:
-    """Full masks (``mask/``), visible masks (``mask_visib/``) and ``scene_gt_info`` entries
-    of GT objects, as bop_toolkit computes them.
-
-    Each object is rendered alone on a canvas three times the image size (principal point
-    shifted by the image size) so truncated parts count in ``px_count_all`` and ``bbox_obj``
-    (objects whose every vertex projects inside the image are rendered on the image itself:
-    nothing of them can fall outside, and the read-back is nine times smaller);
-    a pixel is visible when the object covers it and its distance is at most ``delta`` mm
-    behind the scene's distance image, or the scene has no depth there (``bop19`` mode).
-    ``scene_depth_mm`` should be the depth as stored (after quantisation).
-    """
-    from repro.render import RenderInstance, RenderScene
-
-    W, H = camera.width, camera.height
-    K = camera.K
-    Kbig = K.copy()
-    Kbig[0, 2] += W
-    Kbig[1, 2] += H
-    big = CameraIntrinsics(Kbig, 3 * W, 3 * H)
-    offsets = [(0, 0) if _inside_image(m, R, t, camera) else (W, H) for m, R, t in poses]
-    scenes = [RenderScene(camera if off == (0, 0) else big, (RenderInstance(m, R, t),))
-              for (m, R, t), off in zip(poses, offsets, strict=True)]
-    results = renderer.render_batch(scenes, {"depth"}) if scenes else []
-    dist_im = depth_to_dist(scene_depth_mm, K)
-    masks, visibs, infos = [], [], []
-    for res, (ox, oy) in zip(results, offsets, strict=True):
-        large = res.depth
-        depth_gt = large[oy:oy + H, ox:ox + W]
-        dist_gt = depth_to_dist(depth_gt, K)
-        diff = dist_gt.astype(np.float32) - dist_im.astype(np.float32)
-        visib = ((diff <= delta) | (dist_im == 0)) & (dist_gt > 0)
-        mask = dist_gt > 0
-        mask_large = large > 0
-        px_all = int(mask_large.sum())
-        px_visib = int(visib.sum())
-        info: dict[str, Any] = {
-            "bbox_obj": [-1, -1, -1, -1], "bbox_visib": [-1, -1, -1, -1], "px_count_all": px_all,
-            "px_count_valid": int((dist_im[mask] > 0).sum()), "px_count_visib": px_visib,
-            "visib_fract": float(px_visib / px_all) if px_all > 0 else 0.0}
-        if px_visib > 0:
-            info["bbox_obj"] = _mask_bbox(mask_large, ox, oy)
-            info["bbox_visib"] = _mask_bbox(visib)
-        masks.append(mask)
-        visibs.append(visib)
-        infos.append(info)
-    return masks, visibs, infos
+# --------------------------------------------------------------------------- camera
 
 
 def make_camera(cfg: SynthConfig) -> CameraIntrinsics:
@@ -583,9 +482,7 @@ def table_model() -> ObjectModel:
 
 @functools.lru_cache(maxsize=8)
 def _rays(K: tuple[float, ...], width: int, height: int) -> np.ndarray:
-    from repro.render import pixel_rays
-
-    return pixel_rays(CameraIntrinsics(np.reshape(K, (3, 3)), width, height))
+    return pixel_rays(CameraIntrinsics(np.reshape(K, (3, 3)), width, height), BOP_SAMPLE_OFFSET)
 
 
 def _table_colours(env: Environment, camera: CameraIntrinsics, depth: np.ndarray, R_w2c: np.ndarray,
@@ -616,12 +513,11 @@ def render_view(renderer: Renderer, camera: CameraIntrinsics, R_w2c: np.ndarray,
     per pixel, the background image elsewhere, a colour tint and sensor noise) and depth (mm,
     0 where nothing is within ``max_depth``). Instance indices follow ``[*placements, *extra,
     table]``."""
-    from repro.render import Light, RenderInstance, RenderScene
-
     insts = [RenderInstance(p.model, R_w2c @ p.R, R_w2c @ p.t + t_w2c) for p in (*placements, *extra)]
     insts.append(RenderInstance(table_model(), R_w2c, t_w2c))
     light = Light(direction=R_w2c @ env.light_dir_world, ambient=env.ambient, diffuse=env.diffuse)
-    scene = RenderScene(camera, tuple(insts), light=light, near=20.0, far=max_depth * 1.5)
+    scene = RenderScene(camera, tuple(insts), light=light, near=20.0, far=max_depth * 1.5,
+                        sample_offset=BOP_SAMPLE_OFFSET)
     res = renderer.render(scene, {"depth", "ids", "rgb"})
     ids = res.instance_ids
     rgb = res.rgb.astype(np.float32) / 255.0
@@ -657,11 +553,12 @@ def annotate_view(renderer: Renderer, camera: CameraIntrinsics, view: RenderedVi
             gts.append(GTInstance(gt_id=len(gts), obj_id=p.model.obj_id, R=R, t=t))
             poses.append((p.model, R, t))
     depth_q = quantize_depth(view.depth_mm, cfg.depth_scale)
-    masks, visibs, infos = compute_gt_info(renderer, camera, depth_q, poses, cfg.visib_delta)
-    gts = [replace(g, visib_fract=i["visib_fract"]) for g, i in zip(gts, infos, strict=True)]
+    anns = compute_gt_info(renderer, camera, depth_q, poses, delta=cfg.visib_delta)
+    gts = [replace(g, visib_fract=a.visib_fract) for g, a in zip(gts, anns, strict=True)]
     return BopImage(im_id=im_id, rgb=view.rgb, K=camera.K, gt=gts, depth_mm=view.depth_mm,
-                    depth_scale=cfg.depth_scale, cam_R_w2c=R_w2c, cam_t_w2c=t_w2c, masks=masks,
-                    masks_visib=visibs, gt_info=infos)
+                    depth_scale=cfg.depth_scale, cam_R_w2c=R_w2c, cam_t_w2c=t_w2c,
+                    masks=[a.mask for a in anns], masks_visib=[a.mask_visib for a in anns],
+                    gt_info=[a.info for a in anns])
 
 
 def targets_of(images: Sequence[BopImage], min_visib: float) -> dict[int, Targets]:
@@ -683,7 +580,7 @@ def _random_camera(rng: np.random.Generator, cfg: SynthConfig, target: np.ndarra
     d = rng.uniform(*cfg.camera_distance)
     aim = target + np.append(rng.normal(0, 30, 2), 0.0)
     pos = aim + d * np.array([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)])
-    return look_at(pos, aim, roll_deg=float(rng.uniform(-cfg.camera_roll_deg, cfg.camera_roll_deg)))
+    return look_at(pos, aim, roll=math.radians(rng.uniform(-cfg.camera_roll_deg, cfg.camera_roll_deg)))
 
 
 def _scene_target(placements: Sequence[Placement]) -> np.ndarray:
@@ -869,10 +766,9 @@ def _framing_distance(model: ObjectModel, camera: CameraIntrinsics, fill: float 
 
 def _render_alone(renderer: Renderer, camera: CameraIntrinsics, model: ObjectModel, R: np.ndarray, t: np.ndarray,
                   background: Sequence[float]) -> RenderResult:
-    from repro.render import Light, RenderInstance, RenderScene
-
     scene = RenderScene(camera, (RenderInstance(model, R, t),), background=tuple(background),
-                        light=Light(direction=(0.3, 0.4, 1.0), ambient=0.4, diffuse=0.6))
+                        light=Light(direction=(0.3, 0.4, 1.0), ambient=0.4, diffuse=0.6),
+                        sample_offset=BOP_SAMPLE_OFFSET)
     return renderer.render(scene, {"depth", "ids", "rgb"})
 
 
@@ -892,12 +788,12 @@ def generate_onboarding(writer: BopWriter, renderer: Renderer, cfg: SynthConfig,
                 R, t = object_view_pose(model, v, dist)
                 res = _render_alone(renderer, camera, model, R, t, ocfg.background)
                 depth = res.depth.astype(np.float64)
-                masks, visibs, info = compute_gt_info(renderer, camera, quantize_depth(depth, cfg.depth_scale),
-                                                      [(model, R, t)], cfg.visib_delta)
+                (ann,) = compute_gt_info(renderer, camera, quantize_depth(depth, cfg.depth_scale),
+                                         [(model, R, t)], delta=cfg.visib_delta)
                 images.append(BopImage(im_id=k, rgb=res.rgb, K=camera.K,
-                                       gt=[GTInstance(0, model.obj_id, R, t, visib_fract=info[0]["visib_fract"])],
-                                       depth_mm=depth, depth_scale=cfg.depth_scale, masks=masks,
-                                       masks_visib=visibs, gt_info=info))
+                                       gt=[GTInstance(0, model.obj_id, R, t, visib_fract=ann.visib_fract)],
+                                       depth_mm=depth, depth_scale=cfg.depth_scale, masks=[ann.mask],
+                                       masks_visib=[ann.mask_visib], gt_info=[ann.info]))
                 bar.update(1)
             writer.write_scene(SPLIT_ONBOARDING, model.obj_id, images)
             folder = writer.root / STATIC_DIR / f"obj_{model.obj_id:06d}"

@@ -26,6 +26,11 @@ Conventions (checked against the NOCS evaluation, ``../shared/golden/nocs/README
   occlusion by other objects included) number at least ``handle_min_pixels`` and at least
   ``handle_min_fraction`` of the pixels of the handle rendered alone at the same pose; otherwise 0
   (e.g. a handle hidden behind the body or cut off by the image border). Non-mugs always get 1.
+* Pixel sampling: everything is rendered with the OpenCV convention (``sample_offset=0``: pixel
+  ``(u, v)`` samples the image point ``(u, v)``), not with bop_toolkit's
+  ``repro.render.BOP_SAMPLE_OFFSET`` that the synthetic BOP data follows; the NOCS evaluation has
+  no renderer-based metric, so nothing re-renders these images and must match them.
+* Camera path: ``repro.render.viewpoints.look_at`` with world z up and a small roll (radians).
 
 Layout (``<out>/``, read by ``repro.data.nocs.NocsDataset``)::
 
@@ -73,6 +78,7 @@ from repro.data.synth.shapes import Mesh
 from repro.fileio import atomic_write_json, atomic_write_text, read_json
 from repro.render import Light, RenderInstance, RenderScene, get_renderer
 from repro.render.base import BaseRenderer
+from repro.render.viewpoints import look_at
 from repro.types import NOCS_CLASSES, CameraIntrinsics, ObjectModel
 
 logger = logging.getLogger(__name__)
@@ -628,19 +634,6 @@ def _make_scene(rng: np.random.Generator, cfg: NocsSynthConfig, split: str, scen
     return _Scene(tuple(placed), tuple(background), centre, light, _u(rng, 0.25, 0.5), _u(rng, 0.5, 0.85))
 
 
-def _look_at(eye: np.ndarray, target: np.ndarray, roll: float) -> tuple[np.ndarray, np.ndarray]:
-    """World-to-camera (R, t) of an OpenCV camera at ``eye`` looking at ``target`` (world z up)."""
-    z = target - eye
-    z /= np.linalg.norm(z)
-    x = np.cross(z, [0.0, 0.0, 1.0])
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    R = np.stack([x, y, z])
-    c, s = math.cos(roll), math.sin(roll)
-    R = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) @ R
-    return R, -R @ eye
-
-
 def _trajectory(rng: np.random.Generator, cfg: NocsSynthConfig, scene: _Scene,
                 camera: CameraIntrinsics) -> list[tuple[np.ndarray, np.ndarray]]:
     """A smooth camera path around the arrangement (all object centres in view when possible)."""
@@ -667,7 +660,7 @@ def _trajectory(rng: np.random.Generator, cfg: NocsSynthConfig, scene: _Scene,
             a = a0 + sweep * s
             target = target0 + drift * s
             eye = target + d * np.array([math.cos(e) * math.cos(a), math.cos(e) * math.sin(a), math.sin(e)])
-            poses.append(_look_at(eye, target, amp_r * math.sin(2 * np.pi * s + ph[2])))
+            poses.append(look_at(eye, target, roll=amp_r * math.sin(2 * np.pi * s + ph[2])))
         score = 0
         for R, t in poses:
             pc = centres @ R.T + t
