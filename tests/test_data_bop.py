@@ -286,3 +286,23 @@ def test_image_size_comes_from_the_images(toy_copy):
         cv2.imwrite(str(p), cv2.resize(cv2.imread(str(p), cv2.IMREAD_UNCHANGED), (320, 240)))
     ds = BopDataset(toy_copy)
     assert (ds.load_frame(3, 1).camera.width, ds.load_frame(1, 0).camera.width) == (320, 640)
+
+
+def test_coco_gt_matches_bop_toolkit_layout(goldtoy, goldtoy_dataset, tmp_path):
+    """Re-writing the golden scene with BopWriter gives the annotations calc_gt_coco.py wrote."""
+    images = []
+    for frame, _ in goldtoy_dataset.iter_frames([1], load_masks=True):
+        info = json.loads((goldtoy / "test/000001/scene_gt_info.json").read_text())[str(frame.im_id)]
+        images.append(BopImage(im_id=frame.im_id, rgb=frame.rgb, K=frame.K, gt=frame.gt,
+                               masks_visib=[g.mask_visib for g in frame.gt], gt_info=info))
+    w = BopWriter(tmp_path / "toy")
+    w.obj_ids = [1, 2, 3, 4, 6, 9]
+    d = w.write_scene("test", 1, images)
+    for name in ("scene_gt_coco.json", "scene_gt_coco_modal.json"):
+        ref = json.loads((goldtoy / "test/000001" / name).read_text())
+        got = json.loads((d / name).read_text())
+        assert [c["id"] for c in got["categories"]] == [c["id"] for c in ref["categories"]]
+        assert len(got["annotations"]) == len(ref["annotations"])
+        for a, b in zip(got["annotations"], ref["annotations"], strict=True):
+            for key in ("id", "image_id", "category_id", "area", "bbox", "ignore", "iscrowd", "segmentation"):
+                assert a[key] == b[key], (name, key)

@@ -28,7 +28,7 @@ import numpy as np
 from repro.data.base import require_dir, require_file
 from repro.data.ply import PlyMesh, load_ply, save_ply
 from repro.errors import DataFormatError, DatasetNotFoundError
-from repro.fileio import atomic_write_image, atomic_write_text, read_image, read_json
+from repro.fileio import atomic_write_image, atomic_write_text, dumps_json, read_image, read_json
 from repro.types import (
     CameraIntrinsics,
     ContinuousSymmetry,
@@ -415,6 +415,47 @@ def dumps_bop_json(data: Mapping[Any, Any] | list) -> str:
     return "{\n" + ",\n".join(items) + "\n}\n"
 
 
+def mask_to_uncompressed_rle(mask: np.ndarray) -> dict[str, Any]:
+    """COCO uncompressed RLE of a binary mask (column-major run lengths starting with zeros), the
+    form bop_toolkit's ``calc_gt_coco.py`` stores in ``scene_gt_coco.json``."""
+    flat = np.asarray(mask, dtype=bool).ravel(order="F")
+    change = np.flatnonzero(np.diff(flat.astype(np.int8))) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    if flat.size and flat[0]:
+        counts = [0, *counts]
+    return {"counts": counts, "size": list(mask.shape)}
+
+
+def coco_gt_scene(images: Sequence[BopImage], obj_ids: Sequence[int], name: str,
+                  modal: bool) -> dict[str, Any]:
+    """``scene_gt_coco[_modal].json`` content as bop_toolkit's ``calc_gt_coco.py`` writes it: one
+    annotation per GT with visible pixels (visible-mask RLE, area = visible pixels, box = bbox_obj
+    or bbox_visib with width/height + 1 clipped to the image, ``ignore`` when visib_fract < 0.1), for every annotated
+    image (the toolkit's ``use_all_gt``; evaluation selects the target images itself)."""
+    cats = [{"id": int(o), "name": str(o), "supercategory": name} for o in obj_ids]
+    out: dict[str, Any] = {"info": {"description": f"{name} scene GT (COCO)", "url": "", "version": "0.1.0",
+                                    "year": 0, "contributor": "", "date_created": ""},
+                           "licenses": [], "categories": cats, "images": [], "annotations": []}
+    ann_id = 1
+    for im in images:
+        h, w = im.rgb.shape[:2]
+        out["images"].append({"id": im.im_id, "file_name": f"rgb/{im.im_id:06d}{im.rgb_ext}", "width": w,
+                              "height": h, "license": 1, "coco_url": "", "flickr_url": "", "date_captured": ""})
+        for g, info, m in zip(im.gt, im.gt_info or (), im.masks_visib or (), strict=True):
+            if int(info.get("px_count_visib", 0)) == 0:
+                continue
+            x, y, bw, bh = (int(v) for v in info["bbox_visib" if modal else "bbox_obj"])
+            x1, y1, x2, y2 = max(x, 0), max(y, 0), min(x + bw + 1, w), min(y + bh + 1, h)
+            out["annotations"].append({
+                "id": ann_id, "image_id": im.im_id, "category_id": g.obj_id, "iscrowd": 0,
+                "area": int(np.count_nonzero(m)), "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "segmentation": mask_to_uncompressed_rle(m), "width": w, "height": h,
+                "ignore": bool(info["visib_fract"] < 0.1)})
+            ann_id += 1
+    return out
+
+
 def _to_list(x: Any) -> Any:
     return np.asarray(x, dtype=np.float64).ravel().tolist()
 
@@ -443,11 +484,13 @@ class BopWriter:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.obj_ids: list[int] = []
 
     def write_models(self, models: Sequence[ObjectModel], *, dirs: Sequence[str] = ("models", "models_eval"),
                      extra_info: Mapping[int, Mapping[str, Any]] | None = None) -> None:
         """PLY files and models_info.json (bounding box from the vertices, as calc_model_info does)."""
         info: dict[str, Any] = {}
+        self.obj_ids = sorted(m.obj_id for m in models)
         for m in models:
             lo, size = m.vertices.min(axis=0), m.vertices.max(axis=0) - m.vertices.min(axis=0)
             entry: dict[str, Any] = {"diameter": m.diameter, "min_x": lo[0], "min_y": lo[1], "min_z": lo[2],
@@ -502,6 +545,13 @@ class BopWriter:
         atomic_write_text(d / "scene_gt.json", dumps_bop_json(scene_gt))
         if scene_gt_info:
             atomic_write_text(d / "scene_gt_info.json", dumps_bop_json(scene_gt_info))
+        coco_keys = {"bbox_obj", "bbox_visib", "visib_fract", "px_count_visib"}
+        if images and all(im.masks_visib is not None and im.gt_info is not None
+                          and all(coco_keys <= set(i) for i in im.gt_info) for im in images):
+            obj_ids = self.obj_ids or sorted({g.obj_id for im in images for g in im.gt})
+            for modal, fname in ((False, "scene_gt_coco.json"), (True, "scene_gt_coco_modal.json")):
+                coco = coco_gt_scene(images, obj_ids, self.root.name, modal)
+                atomic_write_text(d / fname, dumps_json(coco, indent=None))
         return d
 
     def write_targets(self, targets: Mapping[tuple[int, int], Targets],
