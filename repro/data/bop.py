@@ -479,10 +479,12 @@ class BopImage:
 
 
 class BopWriter:
-    """Writes a dataset in the BOP layout; every file is written atomically."""
+    """Writes a dataset in the BOP layout; every file is written atomically. ``name`` (default: the
+    folder name) is the dataset name recorded in the files (COCO supercategory)."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, name: str | None = None) -> None:
         self.root = Path(root)
+        self.name = name or self.root.name
         self.root.mkdir(parents=True, exist_ok=True)
         self.obj_ids: list[int] = []
 
@@ -550,7 +552,7 @@ class BopWriter:
                           and all(coco_keys <= set(i) for i in im.gt_info) for im in images):
             obj_ids = self.obj_ids or sorted({g.obj_id for im in images for g in im.gt})
             for modal, fname in ((False, "scene_gt_coco.json"), (True, "scene_gt_coco_modal.json")):
-                coco = coco_gt_scene(images, obj_ids, self.root.name, modal)
+                coco = coco_gt_scene(images, obj_ids, self.name, modal)
                 atomic_write_text(d / fname, dumps_json(coco, indent=None))
         return d
 

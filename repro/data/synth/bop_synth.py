@@ -872,7 +872,7 @@ def generate_bop_dataset(out_dir: str | Path, preset: str | SynthConfig = "defau
         renderer = get_renderer("auto") if own_renderer else renderer
         log.info("synthetic BOP dataset %s: preset %s, seed %d, renderer %s", out, cfg.name, seed, renderer.name)
         models, specs = build_objects(cfg.objects, cfg.texture_max_edge)
-        writer = BopWriter(tmp)
+        writer = BopWriter(tmp, name=out.name)
         extra = models_info_extra(models, specs)
         writer.write_models(models, extra_info=extra)
         writer.write_camera(make_camera(cfg), cfg.depth_scale)
