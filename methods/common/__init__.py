@@ -10,4 +10,10 @@
 - ``methods.common.checkpoint``: safe state-dict IO (safetensors, ``weights_only`` torch files),
   strict key checking, weight-file resolution.
 - ``methods.common.rng``: explicit seeding of module initialisation without touching global RNG state.
+- ``methods.common.training``: ``TrainConfig`` (+ STORM paper presets), warm-up + cosine schedules,
+  ``Trainer`` with gradient clipping, AMP on CUDA, safe resumable checkpoints, seeded data loading,
+  callbacks and MLflow logging.
+- ``methods.common.augment``: seeded joint image/mask/depth augmentations (STORM's appendix list).
+- ``methods.common.registration``: ``PoseRegistrar`` (render-and-compare + ICP registration and
+  tracking; the role FoundationPose plays in STORM).
 """
