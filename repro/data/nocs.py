@@ -36,6 +36,7 @@ import numpy as np
 from repro.data.base import require_dir, require_file
 from repro.errors import DataFormatError, DatasetNotFoundError
 from repro.fileio import atomic_write_image, atomic_write_json, atomic_write_text, read_image, read_json
+from repro.results.category import GT_ARRAYS, PRED_ARRAYS
 from repro.types import NOCS_CLASSES, CameraIntrinsics, CategoryGT, Frame, ObjectModel, Targets
 
 logger = logging.getLogger(__name__)
@@ -68,22 +69,11 @@ _COLOR_RE = re.compile(r"(\d+)_color\.png")
 _PICKLE_NAME_RE = re.compile(r"results_(?P<tag>.+?)_(?P<scene>scene_\d+|\d+)_(?P<im>\d+)\.pkl")
 _IMAGE_PATH_RE = re.compile(r"(scene_\d+|\d+)[/\\](\d+)$")
 
-# (trailing shape, integer?) of the per-image arrays of a GT JSON / NOCS result pickle.
+# (trailing shape, integer?) of the per-image arrays of a GT JSON / NOCS result pickle: the schema of
+# the category results files, with boxes as integer pixels (as in the NOCS files) and instance ids.
 _GT_FIELDS: Mapping[str, tuple[tuple[int, ...], bool]] = {
-    "gt_class_ids": ((), True),
-    "gt_RTs": ((4, 4), False),
-    "gt_scales": ((3,), False),
-    "gt_handle_visibility": ((), True),
-    "gt_bboxes": ((4,), True),
-    "gt_inst_ids": ((), True),
-}
-_PRED_FIELDS: Mapping[str, tuple[tuple[int, ...], bool]] = {
-    "pred_class_ids": ((), True),
-    "pred_scores": ((), False),
-    "pred_RTs": ((4, 4), False),
-    "pred_scales": ((3,), False),
-    "pred_bboxes": ((4,), True),
-}
+    **GT_ARRAYS, "gt_bboxes": ((4,), True), "gt_inst_ids": ((), True)}
+_PRED_FIELDS: Mapping[str, tuple[tuple[int, ...], bool]] = {**PRED_ARRAYS, "pred_bboxes": ((4,), True)}
 _REQUIRED_GT = ("gt_class_ids", "gt_RTs", "gt_scales", "gt_handle_visibility")
 _REQUIRED_PRED = ("pred_class_ids", "pred_scores", "pred_RTs", "pred_scales")
 _PICKLE_EXTRA_KEYS = ("image_id", "image_path")
