@@ -89,7 +89,9 @@ def render_card(summary: Mapping[str, Any]) -> str:
         f"{onb['n_objects'] * onb['n_views']} | – | – |",
         "",
         f"Images (onboarding included) are {cfg['width']}x{cfg['height']} pixels; depth PNGs are uint16 with "
-        f"depth_scale {cfg['depth_scale']} (value x scale = mm).",
+        f"depth_scale {cfg['depth_scale']} (value x scale = mm). Everything is rendered with bop_toolkit's pixel "
+        "convention (pixel (u, v) shows image point (u + 0.5, v + 0.5)), the one real BOP annotations and "
+        "the metric engine's VSD renders use.",
         "",
         "## Layout",
         "",
