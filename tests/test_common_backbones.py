@@ -16,7 +16,14 @@ from methods.common.backbones import (
     hub_to_hf_state_dict,
     preprocess_images,
 )
-from methods.common.checkpoint import CheckpointKeyError, WeightsNotFoundError, write_safetensors
+from methods.common.checkpoint import (
+    TRANSPOSE,
+    CheckpointKeyError,
+    FusedQKV,
+    StateDictMapping,
+    WeightsNotFoundError,
+    write_safetensors,
+)
 
 TINY = {"img_size": 56, "embed_dim": 32, "depth": 3, "num_heads": 2}
 
@@ -243,3 +250,97 @@ def test_preprocess_dinov2_conventions():
     assert out.grid == (4, 6) and out.patch_tokens.shape == (2, 24, 32)
     with pytest.raises(ValueError, match="different sizes"):
         preprocess_images([img, img[:50]], patch_size=14)
+
+
+# --------------------------------------------------------------------------- generic key-layout mapping
+
+TOY = StateDictMapping(
+    renames={"emb.w": "embed.weight", "head.w": "proj"},
+    transforms={"head.w": TRANSPOSE},
+    source_layer="enc.l.{i}.",
+    target_layer="blocks.{i}.",
+    layer_renames={"ln": "norm1", "ffn.up": "mlp.fc1", "scale.lam": "ls.gamma"},
+    qkv=FusedQKV(fused="attn.qkv_{kind}", separate="att.{part}.{kind}", parts=("Q", "K", "V")),
+    source_prefixes=("toy.",),
+)
+
+
+def toy_source(depth: int = 2) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    sd = {"emb.w": torch.randn(5, 4, generator=gen), "head.w": torch.randn(3, 4, generator=gen)}
+    for i in range(depth):
+        p = f"enc.l.{i}."
+        sd |= {p + "ln.weight": torch.randn(4, generator=gen), p + "ln.bias": torch.randn(4, generator=gen)}
+        sd |= {p + "ffn.up.weight": torch.randn(8, 4, generator=gen), p + "scale.lam": torch.randn(4, generator=gen)}
+        for part in "QKV":
+            sd[f"{p}att.{part}.weight"] = torch.randn(4, 4, generator=gen)
+            sd[f"{p}att.{part}.bias"] = torch.randn(4, generator=gen)
+    return sd
+
+
+def test_state_dict_mapping_toy_layout_round_trip_and_qkv():
+    src = toy_source()
+    tgt = TOY.forward(src)
+    expected = {"embed.weight", "proj"}
+    for i in range(2):
+        expected |= {f"blocks.{i}.{k}" for k in ("norm1.weight", "norm1.bias", "mlp.fc1.weight", "ls.gamma")}
+        expected |= {f"blocks.{i}.attn.qkv_weight", f"blocks.{i}.attn.qkv_bias"}
+    assert set(tgt) == expected
+    assert torch.equal(tgt["proj"], src["head.w"].t()) and tgt["proj"].is_contiguous()  # the transform
+    assert torch.equal(tgt["blocks.1.ls.gamma"], src["enc.l.1.scale.lam"])  # exact sub-key rename
+    qkv = tgt["blocks.1.attn.qkv_weight"]  # fused q, k, v along dim 0, in that order
+    assert qkv.shape == (12, 4)
+    for n, part in enumerate("QKV"):
+        assert torch.equal(qkv[4 * n : 4 * (n + 1)], src[f"enc.l.1.att.{part}.weight"])
+        assert torch.equal(tgt["blocks.0.attn.qkv_bias"][4 * n : 4 * (n + 1)], src[f"enc.l.0.att.{part}.bias"])
+    back = TOY.inverse(tgt)
+    assert set(back) == set(src) and all(torch.equal(back[k], v) for k, v in src.items())
+    again = TOY.forward(back)
+    assert set(again) == set(tgt) and all(torch.equal(again[k], v) for k, v in tgt.items())
+    q = back["enc.l.0.att.Q.weight"]  # split parts are copies, not views of the fused tensor
+    assert q.untyped_storage().data_ptr() != tgt["blocks.0.attn.qkv_weight"].untyped_storage().data_ptr()
+
+
+def test_state_dict_mapping_prefixes_passthrough_and_partial_qkv():
+    src = toy_source(depth=1)
+    sd = {"toy." + k: v for k, v in src.items() if k != "enc.l.0.att.V.bias"}
+    sd |= {"toy.unknown": torch.ones(1), "enc.l.0.mystery.weight": torch.ones(2), "enc.l.07.ln.bias": torch.ones(3)}
+    out = TOY.forward(sd)
+    assert torch.equal(out["blocks.0.attn.qkv_weight"], torch.cat([src[f"enc.l.0.att.{p}.weight"] for p in "QKV"]))
+    assert "blocks.0.attn.qkv_bias" not in out
+    # incomplete q/k/v stay separate (prefix stripped); unknown keys keep their original key
+    assert {k for k in out if ".att." in k} == {"enc.l.0.att.Q.bias", "enc.l.0.att.K.bias"}
+    assert torch.equal(out["enc.l.0.att.K.bias"], src["enc.l.0.att.K.bias"])
+    assert "toy.unknown" in out and "enc.l.0.mystery.weight" in out
+    assert torch.equal(out["blocks.7.norm1.bias"], torch.ones(3))  # layer index re-written as an int
+    # q/k/v-derived keys come last, in the order their layer and kind first appeared
+    assert list(out)[-3:] == ["blocks.0.attn.qkv_weight", "enc.l.0.att.Q.bias", "enc.l.0.att.K.bias"]
+    assert list(TOY.inverse({"blocks.0.mlp.fc1.bias": torch.ones(1)})) == ["enc.l.0.ffn.up.bias"]
+    with pytest.raises(ValueError, match=r"cannot split 'blocks\.0\.attn\.qkv_bias'"):
+        TOY.inverse({"blocks.0.attn.qkv_bias": torch.ones(4)})
+
+
+def test_state_dict_mapping_fused_on_source_along_dim_1():
+    split_target = StateDictMapping(
+        source_layer="layers.{i}.",
+        target_layer="h.{i}.",
+        qkv=FusedQKV(
+            fused="in_proj_{kind}", separate="{part}_proj.{kind}", parts=("q", "k", "v"), fused_on="source", dim=1
+        ),
+    )
+    w = torch.arange(24.0).reshape(2, 12)
+    out = split_target.forward({"layers.3.in_proj_weight": w})
+    assert set(out) == {"h.3.q_proj.weight", "h.3.k_proj.weight", "h.3.v_proj.weight"}
+    assert torch.equal(out["h.3.k_proj.weight"], w[:, 4:8])
+    assert torch.equal(split_target.inverse(out)["layers.3.in_proj_weight"], w)
+
+
+def test_state_dict_mapping_rejects_ambiguous_specs():
+    with pytest.raises(ValueError, match="not invertible"):
+        StateDictMapping(renames={"a": "x", "b": "x"})
+    with pytest.raises(ValueError, match="not renamed"):
+        StateDictMapping(renames={"a": "x"}, transforms={"b": TRANSPOSE})
+    with pytest.raises(ValueError, match="exactly once"):
+        StateDictMapping(source_layer="layers.", target_layer="h.{i}.")
+    with pytest.raises(ValueError, match="three distinct"):
+        FusedQKV(fused="qkv.{kind}", separate="{part}.{kind}", parts=("q", "q", "v"))

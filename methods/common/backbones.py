@@ -18,7 +18,6 @@ import abc
 import dataclasses
 import logging
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,10 +31,13 @@ from torch import nn
 
 from methods.common.blocks import DropPath, LayerScale, Mlp
 from methods.common.checkpoint import (
+    FusedQKV,
+    StateDictMapping,
     WeightsNotFoundError,
     load_checked,
     load_state_dict_file,
     resolve_weights_file,
+    strip_first_prefix,
 )
 from methods.common.rng import seeded
 
@@ -472,111 +474,64 @@ class VisionTransformer(FeatureExtractor):
 
 
 _HF_PREFIXES = ("dinov2_with_registers.", "dinov2.", "model.", "backbone.")
-_HF_SIMPLE = {
-    "embeddings.cls_token": "cls_token",
-    "embeddings.position_embeddings": "pos_embed",
-    "embeddings.register_tokens": "register_tokens",
-    "embeddings.mask_token": "mask_token",
-    "embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
-    "embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias",
-    "layernorm.weight": "norm.weight",
-    "layernorm.bias": "norm.bias",
-}
-_HF_LAYER = {
-    "norm1": "norm1",
-    "norm2": "norm2",
-    "attention.output.dense": "attn.proj",
-    "layer_scale1.lambda1": "ls1.gamma",
-    "layer_scale2.lambda1": "ls2.gamma",
-    "mlp.fc1": "mlp.fc1",
-    "mlp.fc2": "mlp.fc2",
-    "mlp.weights_in": "mlp.w12",
-    "mlp.weights_out": "mlp.w3",
-}
-_HF_LAYER_RE = re.compile(r"^encoder\.layer\.(\d+)\.(.+)$")
-_HF_QKV_RE = re.compile(r"^attention\.attention\.(query|key|value)\.(weight|bias)$")
-_HUB_BLOCK_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
+
+DINOV2_HF_TO_HUB = StateDictMapping(
+    renames={
+        "embeddings.cls_token": "cls_token",
+        "embeddings.position_embeddings": "pos_embed",
+        "embeddings.register_tokens": "register_tokens",
+        "embeddings.mask_token": "mask_token",
+        "embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
+        "embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias",
+        "layernorm.weight": "norm.weight",
+        "layernorm.bias": "norm.bias",
+    },
+    source_layer="encoder.layer.{i}.",
+    target_layer="blocks.{i}.",
+    layer_renames={
+        "norm1": "norm1",
+        "norm2": "norm2",
+        "attention.output.dense": "attn.proj",
+        "layer_scale1.lambda1": "ls1.gamma",
+        "layer_scale2.lambda1": "ls2.gamma",
+        "mlp.fc1": "mlp.fc1",
+        "mlp.fc2": "mlp.fc2",
+        "mlp.weights_in": "mlp.w12",
+        "mlp.weights_out": "mlp.w3",
+    },
+    qkv=FusedQKV(
+        fused="attn.qkv.{kind}",
+        separate="attention.attention.{part}.{kind}",
+        parts=("query", "key", "value"),
+        fused_on="target",
+    ),
+    source_prefixes=_HF_PREFIXES,
+)
+"""Hugging Face ``Dinov2Model``/``Dinov2WithRegistersModel`` keys (source) <-> torch.hub keys (target)."""
 
 
 def detect_vit_layout(sd: Mapping[str, torch.Tensor]) -> Literal["hub", "hf"]:
     """``'hf'`` for Hugging Face ``Dinov2Model`` keys (``embeddings.*``/``encoder.layer.*``), else ``'hub'``."""
     for k in sd:
-        stripped = _strip_hf_prefix(k)
+        stripped = strip_first_prefix(k, _HF_PREFIXES)
         if stripped.startswith(("embeddings.", "encoder.layer.")):
             return "hf"
     return "hub"
 
 
-def _strip_hf_prefix(key: str) -> str:
-    for p in _HF_PREFIXES:
-        if key.startswith(p):
-            return key[len(p) :]
-    return key
-
-
 def hf_to_hub_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Map Hugging Face DINOv2 keys to the torch.hub layout (query/key/value fused into ``qkv``).
 
+    A model prefix (``dinov2.``, ``dinov2_with_registers.``, ``model.``, ``backbone.``) is stripped.
     Keys it does not know (e.g. a ``classifier.*`` head) are passed through unchanged so the strict
-    check reports them.
+    check reports them; so are the query/key/value of a layer that lacks one of them.
     """
-    out: dict[str, torch.Tensor] = {}
-    qkv: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
-    for key, val in sd.items():
-        k = _strip_hf_prefix(key)
-        if k in _HF_SIMPLE:
-            out[_HF_SIMPLE[k]] = val
-            continue
-        m = _HF_LAYER_RE.match(k)
-        if m is None:
-            out[key] = val
-            continue
-        idx, rest = int(m.group(1)), m.group(2)
-        q = _HF_QKV_RE.match(rest)
-        if q is not None:
-            qkv.setdefault((idx, q.group(2)), {})[q.group(1)] = val
-            continue
-        for hf_name, hub_name in _HF_LAYER.items():
-            if rest == hf_name or rest.startswith(hf_name + "."):
-                out[f"blocks.{idx}.{hub_name}{rest[len(hf_name):]}"] = val
-                break
-        else:
-            out[key] = val
-    for (idx, kind), parts in qkv.items():
-        if set(parts) == {"query", "key", "value"}:
-            out[f"blocks.{idx}.attn.qkv.{kind}"] = torch.cat([parts["query"], parts["key"], parts["value"]], dim=0)
-        else:
-            for name, val in parts.items():
-                out[f"encoder.layer.{idx}.attention.attention.{name}.{kind}"] = val
-    return out
+    return DINOV2_HF_TO_HUB.forward(sd)
 
 
 def hub_to_hf_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Inverse of ``hf_to_hub_state_dict``: torch.hub DINOv2 keys -> Hugging Face ``Dinov2Model`` keys."""
-    simple = {v: k for k, v in _HF_SIMPLE.items()}
-    layer = {v: k for k, v in _HF_LAYER.items()}
-    out: dict[str, torch.Tensor] = {}
-    for key, val in sd.items():
-        if key in simple:
-            out[simple[key]] = val
-            continue
-        m = _HUB_BLOCK_RE.match(key)
-        if m is None:
-            out[key] = val
-            continue
-        idx, rest = int(m.group(1)), m.group(2)
-        if rest.startswith("attn.qkv."):
-            kind = rest.rsplit(".", 1)[1]
-            for name, part in zip(("query", "key", "value"), val.chunk(3, dim=0), strict=True):
-                out[f"encoder.layer.{idx}.attention.attention.{name}.{kind}"] = part.clone()
-            continue
-        for hub_name, hf_name in layer.items():
-            if rest == hub_name or rest.startswith(hub_name + "."):
-                out[f"encoder.layer.{idx}.{hf_name}{rest[len(hub_name):]}"] = val
-                break
-        else:
-            out[key] = val
-    return out
+    return DINOV2_HF_TO_HUB.inverse(sd)
 
 
 # --------------------------------------------------------------------------- presets & registry

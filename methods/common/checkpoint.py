@@ -4,6 +4,10 @@ Only data formats are read: ``.safetensors`` (with the ``safetensors`` package w
 small built-in reader of the documented format: 8-byte little-endian header length, JSON header,
 raw little-endian tensor bytes) and torch pickles through ``torch.load(..., weights_only=True)``.
 TorchScript archives (e.g. OpenAI's original ``ViT-B-32.pt``) are refused with a clear message.
+
+``StateDictMapping`` converts state dicts between two key layouts of the same architecture (e.g.
+Hugging Face <-> torch.hub / open_clip), described as data: whole-key renames, per-layer sub-key
+renames, a fused qkv projection, per-key tensor transforms.
 """
 
 from __future__ import annotations
@@ -12,10 +16,15 @@ import json
 import logging
 import mmap
 import os
+import re
+import string
 import struct
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
+from typing import Literal
 
 import torch
 
@@ -304,3 +313,231 @@ def resolve_weights_file(weights: str | Path, candidates: Sequence[str], descrip
         f"{description}: weights not found {where}; expected a file named {names}. "
         "Pretrained weights cannot be downloaded here: place the file there and pass its path (or folder)."
     )
+
+
+# --------------------------------------------------------------------------- key-layout mappings
+
+
+def strip_first_prefix(key: str, prefixes: Sequence[str]) -> str:
+    """``key`` without the first of ``prefixes`` it starts with (unchanged when none matches)."""
+    for p in prefixes:
+        if key.startswith(p):
+            return key[len(p) :]
+    return key
+
+
+def transpose_2d(t: torch.Tensor) -> torch.Tensor:
+    """A matrix transposed into new contiguous memory (e.g. ``x @ W`` <-> ``nn.Linear`` weights)."""
+    return t.t().contiguous()
+
+
+@dataclass(frozen=True)
+class KeyTransform:
+    """Tensor transforms applied with a whole-key rename: ``forward`` source -> target, ``inverse`` back."""
+
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    inverse: Callable[[torch.Tensor], torch.Tensor]
+
+
+TRANSPOSE = KeyTransform(transpose_2d, transpose_2d)
+
+
+@dataclass(frozen=True)
+class FusedQKV:
+    """One attention input projection stored fused on one side and as separate q/k/v on the other.
+
+    Sub-key templates, relative to the layer prefix: ``fused`` with ``{kind}`` (``"attn.qkv.{kind}"``),
+    ``separate`` with ``{part}`` and ``{kind}`` (``"attention.attention.{part}.{kind}"``); ``parts``
+    are the ``{part}`` names of q, k and v, in the order they are concatenated along ``dim``;
+    ``kinds`` the ``{kind}`` values (weight and bias). ``fused_on`` says which side of the mapping
+    holds the fused tensors.
+    """
+
+    fused: str
+    separate: str
+    parts: tuple[str, str, str]
+    fused_on: Literal["source", "target"] = "target"
+    kinds: tuple[str, ...] = ("weight", "bias")
+    dim: int = 0
+
+    def __post_init__(self) -> None:
+        if len(self.parts) != 3 or len(set(self.parts)) != 3:
+            raise ValueError(f"FusedQKV needs three distinct part names (q, k, v), got {self.parts!r}")
+        if "{kind}" not in self.fused or "{part}" in self.fused:
+            raise ValueError(f"fused template must contain {{kind}} and not {{part}}: {self.fused!r}")
+        if "{kind}" not in self.separate or "{part}" not in self.separate:
+            raise ValueError(f"separate template must contain {{part}} and {{kind}}: {self.separate!r}")
+        if self.fused_on not in ("source", "target"):
+            raise ValueError(f"fused_on must be 'source' or 'target', got {self.fused_on!r}")
+
+
+def _template_regex(template: str, groups: Mapping[str, Sequence[str]]) -> re.Pattern[str]:
+    """A full-match regex of a ``str.format`` template whose ``{name}`` fields take the listed values."""
+    pattern = ""
+    for literal, name, _spec, _conv in string.Formatter().parse(template):
+        pattern += re.escape(literal)
+        if name is not None:
+            pattern += f"(?P<{name}>" + "|".join(re.escape(v) for v in groups[name]) + ")"
+    return re.compile(pattern + r"\Z")
+
+
+def _layer_regex(template: str) -> re.Pattern[str]:
+    if template.count("{i}") != 1:
+        raise ValueError(f"layer prefix template must contain '{{i}}' exactly once: {template!r}")
+    head, tail = template.split("{i}")
+    return re.compile(rf"^{re.escape(head)}(\d+){re.escape(tail)}(.+)$")
+
+
+@dataclass(frozen=True)
+class _Direction:
+    """One direction of a ``StateDictMapping``, precomputed."""
+
+    prefixes: tuple[str, ...]
+    renames: Mapping[str, str]
+    transforms: Mapping[str, Callable[[torch.Tensor], torch.Tensor]]
+    layer_re: re.Pattern[str] | None
+    from_layer: str
+    to_layer: str
+    layer_renames: tuple[tuple[str, str], ...]
+    qkv: FusedQKV | None
+    merge: bool
+    qkv_re: re.Pattern[str] | None
+
+
+@dataclass(frozen=True)
+class StateDictMapping:
+    """A bijection between two state-dict key layouts of one architecture, described as data.
+
+    ``forward`` maps source-layout keys to the target layout, ``inverse`` back. Each key is, in order:
+
+    1. stripped of the first matching ``source_prefixes`` (``target_prefixes`` for ``inverse``), for
+       matching only;
+    2. renamed as a whole through ``renames`` (source -> target), its tensor passed through the
+       ``transforms`` entry of its source key when there is one;
+    3. otherwise, if it starts with the layer prefix (``source_layer``/``target_layer``, format
+       strings with ``{i}``, e.g. ``"encoder.layer.{i}."``), its remaining sub-key is either a q/k/v
+       projection of ``qkv`` (separate q/k/v of a layer and kind are concatenated in q, k, v order;
+       a fused tensor is split into three equal chunks, copied) or renamed by the first entry of
+       ``layer_renames`` equal to it or to one of its dotted prefixes (``"mlp.fc1"`` renames
+       ``"mlp.fc1.weight"``); the layer index is re-written as an int;
+    4. anything else is passed through with its original key, so a strict load reports it.
+
+    Fused tensors come after all other keys. When only some of q/k/v are present for a layer and
+    kind, they are passed through unfused under their (prefix-stripped) separate keys.
+    """
+
+    renames: Mapping[str, str] = field(default_factory=dict)
+    source_layer: str | None = None
+    target_layer: str | None = None
+    layer_renames: Mapping[str, str] = field(default_factory=dict)
+    qkv: FusedQKV | None = None
+    transforms: Mapping[str, KeyTransform] = field(default_factory=dict)
+    source_prefixes: tuple[str, ...] = ()
+    target_prefixes: tuple[str, ...] = ()
+    _forward: _Direction = field(init=False, repr=False, compare=False)
+    _inverse: _Direction = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        renames = dict(self.renames)
+        layer_renames = dict(self.layer_renames)
+        for what, table in (("renames", renames), ("layer_renames", layer_renames)):
+            targets = list(table.values())
+            dup = sorted({t for t in targets if targets.count(t) > 1})
+            if dup:
+                raise ValueError(f"{what} is not invertible: several keys map to {dup}")
+        stray = sorted(set(self.transforms) - set(renames))
+        if stray:
+            raise ValueError(f"transforms for keys that are not renamed: {stray}")
+        if (self.source_layer is None) != (self.target_layer is None):
+            raise ValueError("give both source_layer and target_layer, or neither")
+        if self.source_layer is None and (layer_renames or self.qkv is not None):
+            raise ValueError("layer_renames and qkv need source_layer and target_layer")
+        set_ = object.__setattr__
+        set_(self, "renames", MappingProxyType(renames))
+        set_(self, "layer_renames", MappingProxyType(layer_renames))
+        set_(self, "transforms", MappingProxyType(dict(self.transforms)))
+        set_(self, "source_prefixes", tuple(self.source_prefixes))
+        set_(self, "target_prefixes", tuple(self.target_prefixes))
+        set_(self, "_forward", self._direction(forward=True))
+        set_(self, "_inverse", self._direction(forward=False))
+
+    def _direction(self, *, forward: bool) -> _Direction:
+        src, dst = (self.source_layer, self.target_layer) if forward else (self.target_layer, self.source_layer)
+        renames = dict(self.renames) if forward else {v: k for k, v in self.renames.items()}
+        transforms = {
+            (k if forward else self.renames[k]): (t.forward if forward else t.inverse)
+            for k, t in self.transforms.items()
+        }
+        layer = tuple(self.layer_renames.items()) if forward else tuple((v, k) for k, v in self.layer_renames.items())
+        qkv = self.qkv
+        merge = qkv is not None and (qkv.fused_on == "target") == forward
+        qkv_re = None
+        if qkv is not None:
+            groups = {"part": qkv.parts, "kind": qkv.kinds}
+            qkv_re = _template_regex(qkv.separate if merge else qkv.fused, groups)
+        return _Direction(
+            prefixes=self.source_prefixes if forward else self.target_prefixes,
+            renames=renames,
+            transforms=transforms,
+            layer_re=None if src is None else _layer_regex(src),
+            from_layer=src or "",
+            to_layer=dst or "",
+            layer_renames=layer,
+            qkv=qkv,
+            merge=merge,
+            qkv_re=qkv_re,
+        )
+
+    def forward(self, sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Source-layout state dict -> target layout."""
+        return _convert(self._forward, sd)
+
+    def inverse(self, sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Target-layout state dict -> source layout."""
+        return _convert(self._inverse, sd)
+
+
+def _convert(d: _Direction, sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    pending: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
+    for key, val in sd.items():
+        k = strip_first_prefix(key, d.prefixes)
+        if k in d.renames:
+            fn = d.transforms.get(k)
+            out[d.renames[k]] = val if fn is None else fn(val)
+            continue
+        m = d.layer_re.match(k) if d.layer_re is not None else None
+        if m is None:
+            out[key] = val
+            continue
+        idx, rest = int(m.group(1)), m.group(2)
+        q = d.qkv_re.match(rest) if d.qkv_re is not None else None
+        if q is not None and d.qkv is not None:
+            if d.merge:
+                pending.setdefault((idx, q["kind"]), {})[q["part"]] = val
+            else:
+                out.update(_split_qkv(d.qkv, d.to_layer.format(i=idx), q["kind"], key, val))
+            continue
+        for old, new in d.layer_renames:
+            if rest == old or rest.startswith(old + "."):
+                out[f"{d.to_layer.format(i=idx)}{new}{rest[len(old) :]}"] = val
+                break
+        else:
+            out[key] = val
+    for (idx, kind), parts in pending.items():
+        qkv = d.qkv
+        assert qkv is not None  # only a mapping with qkv collects parts
+        if set(parts) == set(qkv.parts):
+            fused = torch.cat([parts[p] for p in qkv.parts], dim=qkv.dim)
+            out[d.to_layer.format(i=idx) + qkv.fused.format(kind=kind)] = fused
+        else:
+            for p, val in parts.items():
+                out[d.from_layer.format(i=idx) + qkv.separate.format(part=p, kind=kind)] = val
+    return out
+
+
+def _split_qkv(qkv: FusedQKV, prefix: str, kind: str, key: str, val: torch.Tensor) -> dict[str, torch.Tensor]:
+    if val.ndim <= qkv.dim or val.shape[qkv.dim] % 3:
+        raise ValueError(f"cannot split '{key}' of shape {tuple(val.shape)} into q, k, v along dim {qkv.dim}")
+    chunks = val.tensor_split(3, dim=qkv.dim)
+    return {prefix + qkv.separate.format(part=p, kind=kind): c.clone() for p, c in zip(qkv.parts, chunks, strict=True)}

@@ -35,7 +35,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from methods.common.checkpoint import (
+    TRANSPOSE,
     CheckpointError,
+    FusedQKV,
+    StateDictMapping,
     WeightsNotFoundError,
     load_checked,
     load_state_dict_file,
@@ -432,22 +435,32 @@ def detect_clip_layout(sd: Mapping[str, torch.Tensor]) -> Literal["openclip", "h
     return "hf" if any(k.startswith("text_model.") for k in sd) else "openclip"
 
 
-_HF_CLIP_SIMPLE = {
-    "text_model.embeddings.token_embedding.weight": "token_embedding.weight",
-    "text_model.embeddings.position_embedding.weight": "positional_embedding",
-    "text_model.final_layer_norm.weight": "ln_final.weight",
-    "text_model.final_layer_norm.bias": "ln_final.bias",
-}
-_HF_CLIP_LAYER = {
-    "layer_norm1": "ln_1",
-    "layer_norm2": "ln_2",
-    "self_attn.out_proj": "attn.out_proj",
-    "mlp.fc1": "mlp.c_fc",
-    "mlp.fc2": "mlp.c_proj",
-}
-_HF_CLIP_LAYER_RE = re.compile(r"^text_model\.encoder\.layers\.(\d+)\.(.+)$")
-_HF_CLIP_QKV_RE = re.compile(r"^self_attn\.(q|k|v)_proj\.(weight|bias)$")
-_OC_BLOCK_RE = re.compile(r"^transformer\.resblocks\.(\d+)\.(.+)$")
+CLIP_HF_TO_OPENCLIP_TEXT = StateDictMapping(
+    renames={
+        "text_model.embeddings.token_embedding.weight": "token_embedding.weight",
+        "text_model.embeddings.position_embedding.weight": "positional_embedding",
+        "text_model.final_layer_norm.weight": "ln_final.weight",
+        "text_model.final_layer_norm.bias": "ln_final.bias",
+        "text_projection.weight": "text_projection",
+    },
+    transforms={"text_projection.weight": TRANSPOSE},  # nn.Linear weight (out, in) <-> x @ P with P (in, out)
+    source_layer="text_model.encoder.layers.{i}.",
+    target_layer="transformer.resblocks.{i}.",
+    layer_renames={
+        "layer_norm1": "ln_1",
+        "layer_norm2": "ln_2",
+        "self_attn.out_proj": "attn.out_proj",
+        "mlp.fc1": "mlp.c_fc",
+        "mlp.fc2": "mlp.c_proj",
+    },
+    qkv=FusedQKV(
+        fused="attn.in_proj_{kind}",
+        separate="self_attn.{part}_proj.{kind}",
+        parts=("q", "k", "v"),
+        fused_on="target",
+    ),
+)
+"""Hugging Face CLIP text keys (source) <-> open_clip/OpenAI text keys (target)."""
 
 
 def hf_to_openclip_text_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -455,70 +468,12 @@ def hf_to_openclip_text_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, 
 
     Unknown keys pass through unchanged (the strict check reports them; vision keys are ignored later).
     """
-    out: dict[str, torch.Tensor] = {}
-    qkv: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
-    for key, val in sd.items():
-        if key in _HF_CLIP_SIMPLE:
-            out[_HF_CLIP_SIMPLE[key]] = val
-            continue
-        if key == "text_projection.weight":
-            out["text_projection"] = val.t().contiguous()
-            continue
-        m = _HF_CLIP_LAYER_RE.match(key)
-        if m is None:
-            out[key] = val
-            continue
-        idx, rest = int(m.group(1)), m.group(2)
-        q = _HF_CLIP_QKV_RE.match(rest)
-        if q is not None:
-            qkv.setdefault((idx, q.group(2)), {})[q.group(1)] = val
-            continue
-        for hf_name, oc_name in _HF_CLIP_LAYER.items():
-            if rest.startswith(hf_name + "."):
-                out[f"transformer.resblocks.{idx}.{oc_name}{rest[len(hf_name):]}"] = val
-                break
-        else:
-            out[key] = val
-    for (idx, kind), parts in qkv.items():
-        if set(parts) == {"q", "k", "v"}:
-            name = "in_proj_weight" if kind == "weight" else "in_proj_bias"
-            out[f"transformer.resblocks.{idx}.attn.{name}"] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
-        else:
-            for p, val in parts.items():
-                out[f"text_model.encoder.layers.{idx}.self_attn.{p}_proj.{kind}"] = val
-    return out
+    return CLIP_HF_TO_OPENCLIP_TEXT.forward(sd)
 
 
 def openclip_to_hf_text_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Inverse of ``hf_to_openclip_text_state_dict`` (open_clip text keys -> ``CLIPTextModelWithProjection``)."""
-    simple = {v: k for k, v in _HF_CLIP_SIMPLE.items()}
-    layer = {v: k for k, v in _HF_CLIP_LAYER.items()}
-    out: dict[str, torch.Tensor] = {}
-    for key, val in sd.items():
-        if key in simple:
-            out[simple[key]] = val
-            continue
-        if key == "text_projection":
-            out["text_projection.weight"] = val.t().contiguous()
-            continue
-        m = _OC_BLOCK_RE.match(key)
-        if m is None:
-            out[key] = val
-            continue
-        idx, rest = int(m.group(1)), m.group(2)
-        prefix = f"text_model.encoder.layers.{idx}."
-        if rest in ("attn.in_proj_weight", "attn.in_proj_bias"):
-            kind = "weight" if rest.endswith("weight") else "bias"
-            for p, part in zip("qkv", val.chunk(3, dim=0), strict=True):
-                out[f"{prefix}self_attn.{p}_proj.{kind}"] = part.clone()
-            continue
-        for oc_name, hf_name in layer.items():
-            if rest.startswith(oc_name + "."):
-                out[f"{prefix}{hf_name}{rest[len(oc_name):]}"] = val
-                break
-        else:
-            out[key] = val
-    return out
+    return CLIP_HF_TO_OPENCLIP_TEXT.inverse(sd)
 
 
 # --------------------------------------------------------------------------- hashed bag of words
