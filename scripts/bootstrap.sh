@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 SYS_PKGS=(libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libglib2.0-0)
+# Extra system packages a caller needs (the test command adds chromium for the HTML report test).
+read -r -a EXTRA <<< "${EXTRA_SYS_PKGS:-}"
+SYS_PKGS+=("${EXTRA[@]}")
 
 missing=()
 for p in "${SYS_PKGS[@]}"; do

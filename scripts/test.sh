@@ -3,6 +3,6 @@
 # themselves without CUDA). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/bootstrap.sh
+EXTRA_SYS_PKGS="chromium" bash scripts/bootstrap.sh
 export DVC_NO_ANALYTICS=1 MLFLOW_DISABLE_TELEMETRY=true EGL_PLATFORM=surfaceless
 exec .venv/bin/python -m pytest -q "$@"
