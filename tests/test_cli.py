@@ -90,11 +90,6 @@ def test_eval_coco_and_nocs_write_golden_scores(golden_dir, tmp_path):
     assert got["protocol"] == "nocs" and got["IoU25"] == pytest.approx(66.2795, abs=1e-4)
 
 
-def test_unavailable_commands_say_so():
-    res = CliRunner().invoke(cli, ["report", "--results-dir", "r", "--out", "o"])
-    assert res.exit_code == 3 and "not available yet" in res.stderr
-
-
 def test_infer_with_preset_and_overrides(goldtoy, tmp_path):
     res = CliRunner().invoke(cli, ["infer", "--method", "oracle", "--dataset-dir", str(goldtoy), "--out",
                                    str(tmp_path / "r"), "--scenes", "1", "drop_prob=1.0"])
