@@ -37,12 +37,6 @@ def _errors_as_exit(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _not_available(what: str, issue: str) -> None:
-    click.echo(f"repro: {what} is not available yet (it arrives with the {issue} work); nothing was done.",
-               err=True)
-    sys.exit(3)
-
-
 def _print_json(obj: Any) -> None:
     from repro.fileio import dumps_json
 
@@ -305,17 +299,47 @@ def eval_nocs(results: Path, out: Path, dataset_dir: Path | None, use_matches_fo
     _print_json({k: scores[k] for k in summary_keys if k in scores})
 
 
-@cli.command("report", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def report_cmd(args: tuple[str, ...]) -> None:
-    """Build paper tables, the leaderboard and figures from a results directory."""
-    _not_available("`repro report`", "pipeline (#5)")
+@cli.command("report")
+@click.option("--results-dir", required=True, type=click.Path(path_type=Path),
+              help="Results folder: results/<method>/<dataset>/ run folders and/or bare BOP CSVs with scores.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Report folder to write.")
+@click.option("--project-dir", default=None, type=click.Path(path_type=Path),
+              help="Where git, params.yaml and .benchmarks/ are looked up (default: parent of --results-dir).")
+@click.option("--benchmarks", multiple=True, type=click.Path(path_type=Path),
+              help="pytest-benchmark JSON file or folder to fold in (repeatable; default: .benchmarks/).")
+@click.option("--warmup", type=int, default=None, help="Leading frames left out of runtime statistics (default 3).")
+@_errors_as_exit
+def report_cmd(results_dir: Path, out: Path, project_dir: Path | None, benchmarks: tuple[Path, ...],
+               warmup: int | None) -> None:
+    """Build paper tables (published rows beside ours), the leaderboard, figures, runtime profiles and
+    provenance into OUT/index.html and OUT/index.md (plus a CSV of every table)."""
+    from repro.report import build_report
+
+    index = build_report(results_dir, out, project_dir=project_dir, benchmarks=benchmarks or None, warmup=warmup)
+    summary = index.summary()
+    _print_json({"html": summary["html"], "markdown": summary["markdown"], "n_runs": summary["n_runs"],
+                 "n_evaluated": summary["n_evaluated"], "tables": len(summary["tables"]),
+                 "figures": len(summary["figures"]), "problems": summary["problems"]})
 
 
 @cli.command("ui")
-def ui_cmd() -> None:
-    """Serve the MLflow UI on 127.0.0.1."""
-    _not_available("`repro ui`", "pipeline (#5)")
+@click.option("--port", type=int, default=5000, show_default=True, help="Port on 127.0.0.1.")
+@click.option("--project-dir", default=None, type=click.Path(path_type=Path, file_okay=False),
+              help="Project whose mlflow.db to serve (default: the one containing the working directory).")
+@_errors_as_exit
+def ui_cmd(port: int, project_dir: Path | None) -> None:
+    """Serve the MLflow UI on 127.0.0.1 for the project's tracking store (MLFLOW_TRACKING_URI wins);
+    Ctrl-C (or SIGTERM) stops the server's whole process group."""
+    from repro.stages.config import project_root
+    from repro.tracking import serve_ui
+
+    if not 0 < port < 65536:
+        raise ValueError(f"--port must be in 1..65535, got {port}")
+    try:
+        root = project_root(project_dir)
+    except FileNotFoundError:
+        root = (project_dir or Path.cwd()).resolve()
+    sys.exit(serve_ui(root, port=port))
 
 
 def main() -> None:
