@@ -23,14 +23,16 @@ def test_params_yaml_is_the_composition_of_conf():
         "params.yaml is out of date with conf/: run `python -m repro.stages.compose`")
 
 
-def test_default_experiment_runs_the_oracle_on_both_synthetic_defaults():
+def test_default_experiment_runs_each_method_on_the_datasets_of_its_task():
     plan = yaml.safe_load((ROOT / "params.yaml").read_text())["pipeline"]
     assert set(plan["data"]) == {"synth_default", "synth_nocs_default"}
     assert plan["infer_segm"]["oracle-synth_default"]["predictions"] == "estimates.csv"
     assert plan["infer"]["oracle-synth_nocs_default"]["predictions"] == "category.json"
     assert plan["infer"]["oracle-synth_nocs_default"]["scores"] == "scores_nocs.json"
     assert plan["train"] == {}
-    assert set(plan["runs"]) == {"oracle-synth_default", "oracle-synth_nocs_default"}
+    assert set(plan["runs"]) == {"oracle-synth_default", "oracle-synth_nocs_default",
+                                 "registrar_gtmask-synth_default"}  # instance level only: no category task
+    assert plan["infer"]["registrar_gtmask-synth_default"]["predictions"] == "estimates.csv"
     methods = yaml.safe_load((ROOT / "params.yaml").read_text())["methods"]
     assert methods["oracle"]["preset"] == "noisy"
 
@@ -86,7 +88,7 @@ def test_plan_runs_methods_on_datasets_of_their_task_and_trains_trainable_ones(m
                    "+method@methods.learner=oracle", "methods.learner.name=learner"], root=ROOT)
     plan = pipeline_plan(cfg, ROOT)
     assert set(plan["runs"]) == {"oracle-synth_default", "oracle-synth_nocs_default", "cat_only-synth_nocs_default",
-                                 "learner-synth_default"}
+                                 "learner-synth_default", "registrar_gtmask-synth_default"}
     assert plan["infer"]["learner-synth_default"]["model"] == "artifacts/checkpoints/learner/synth_default"
     assert plan["infer"]["learner-synth_default"]["predictions"] == "estimates.csv"
     ckpt = "artifacts/checkpoints/learner/synth_default"
