@@ -303,8 +303,8 @@ def run_shards(method: PoseMethod, dataset: PoseDataset, out_dir: str | Path, sc
     over all scenes (in order), counting those of kept shards.
     """
     onboarder = Onboarder(method, Path(cache_dir) if cache_dir is not None else None, clock)
-    todo = set(pending_scenes(out_dir, scene_ids, fingerprint) if resume else scene_ids)
-    sizes = [_scene_size(dataset, s) for s in todo]
+    pending = set(pending_scenes(out_dir, scene_ids, fingerprint) if resume else scene_ids)
+    sizes = [_scene_size(dataset, s) for s in pending]
     total = sum(sizes) if all(n is not None for n in sizes) else None  # type: ignore[arg-type]
     records: list[ShardRecord] = []
     reused = 0
@@ -314,7 +314,7 @@ def run_shards(method: PoseMethod, dataset: PoseDataset, out_dir: str | Path, sc
         for s in scene_ids:
             if budget is not None and budget <= 0:
                 break
-            if s not in todo:
+            if s not in pending:
                 record = read_shard_record(out_dir, s)
                 assert record is not None
                 reused += 1

@@ -67,7 +67,7 @@ class _CategoryOnly(PoseMethod):
     capabilities = Capabilities(tasks=("category",), outputs=frozenset({"category"}))
 
     def predict(self, frame, targets):
-        raise NotImplementedError
+        raise AssertionError("the planner reads capabilities only; predict is never called")
 
 
 class _Trainable(PoseMethod):
@@ -75,7 +75,7 @@ class _Trainable(PoseMethod):
     capabilities = Capabilities(tasks=("instance",), outputs=frozenset({"pose"}), trainable=True)
 
     def predict(self, frame, targets):
-        raise NotImplementedError
+        raise AssertionError("the planner reads capabilities only; predict is never called")
 
 
 def test_plan_runs_methods_on_datasets_of_their_task_and_trains_trainable_ones(monkeypatch):

@@ -187,9 +187,9 @@ def _evaluate_bop(ctx: StageContext, run: RunSpec, ecfg: dict[str, Any], launche
 
     scenes = BopDataset(run.dataset_root, split=run.dataset.split or "test").scene_ids()
     fp = bop_eval_fingerprint(run, ecfg)
-    todo = [s for s in scenes if not _shard_done(run, s, fp)]
+    pending = [s for s in scenes if not _shard_done(run, s, fp)]
     shard = {"stage": "evaluate", "fingerprint": fp, "root": str(ctx.root)}
-    launch_shards(ctx.root, job_config(ctx.cfg, run), shard, todo, launcher,
+    launch_shards(ctx.root, job_config(ctx.cfg, run), shard, pending, launcher,
                   ctx.path("artifacts/launch") / "evaluate" / run.method.name / run.dataset.name)
     return score_bop_shards(run, ecfg, scenes)
 

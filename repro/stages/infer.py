@@ -64,10 +64,10 @@ def infer(ctx: StageContext) -> dict[str, Any]:
                                          cache_dir=ctx.path(cfg.paths.onboarding_cache), max_frames=max_frames,
                                          progress=bool(icfg.get("progress", True)))
         else:
-            todo = pending_scenes(out, scenes, fp) if resume else scenes
-            reused = len(scenes) - len(todo)
+            pending = pending_scenes(out, scenes, fp) if resume else scenes
+            reused = len(scenes) - len(pending)
             shard = {"stage": "infer", "fingerprint": fp, "root": str(ctx.root)}
-            launch_shards(ctx.root, job_config(cfg, run), shard, todo, launcher,
+            launch_shards(ctx.root, job_config(cfg, run), shard, pending, launcher,
                           ctx.path("artifacts/launch") / "infer" / run.method.name / run.dataset.name)
             records = _collect(out, scenes, fp)
         files = merge_shards(out, records)
