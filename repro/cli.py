@@ -180,10 +180,11 @@ def train_cmd(method: str, dataset_dir: Path, out: Path, preset: str | None, spl
     from repro.data import open_dataset
 
     m, params, _ = _make_method(method, preset, overrides, seed)
-    if not m.capabilities.trainable:
-        raise ValueError(f"method {method!r} is not trainable (nothing to train)")
-    m.fit(open_dataset(dataset_dir, split=split), params)
-    m.save(out)
+    with m:
+        if not m.capabilities.trainable:
+            raise ValueError(f"method {method!r} is not trainable (nothing to train)")
+        m.fit(open_dataset(dataset_dir, split=split), params)
+        m.save(out)
     click.echo(str(out))
 
 
@@ -207,12 +208,13 @@ def infer_cmd(method: str, dataset_dir: Path, out: Path, checkpoint: Path | None
     from repro.inference import run_inference
 
     m, params, preset_name = _make_method(method, preset, overrides, seed)
-    if checkpoint is not None:
-        m.load(checkpoint)
     ds = open_dataset(dataset_dir, split=split)
     scene_ids = [int(s) for s in scenes.split(",")] if scenes else None
-    res = run_inference(m, ds, out, scene_ids=scene_ids, max_frames=max_frames,
-                        run_info={"params": params, "preset": preset_name, "seed": seed})
+    with m:
+        if checkpoint is not None:
+            m.load(checkpoint)
+        res = run_inference(m, ds, out, scene_ids=scene_ids, max_frames=max_frames,
+                            run_info={"params": params, "preset": preset_name, "seed": seed})
     _print_json(res.summary())
 
 

@@ -137,6 +137,16 @@ class PoseMethod(abc.ABC):
     def predict(self, frame: Frame, targets: Targets) -> Prediction:
         """Estimate the targets in one frame."""
 
+    def close(self) -> None:  # noqa: B027
+        """Release resources held across frames (renderer contexts, GPU memory). Idempotent; the
+        harness calls it when it is done with the method (``with method: ...``)."""
+
+    def __enter__(self) -> PoseMethod:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @classmethod
     def describe(cls) -> dict[str, Any]:
         return {"name": cls.name, **cls.capabilities.to_dict(), "doc": (cls.__doc__ or "").strip().split("\n")[0]}

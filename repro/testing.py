@@ -8,6 +8,7 @@ methods), and the save/load round trip of trainable methods.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 from collections.abc import Callable, Sequence
@@ -152,57 +153,65 @@ def check_pose_method(factory: Callable[..., PoseMethod], dataset: PoseDataset, 
 
     ``factory(seed=...)`` must return a fresh, ready-to-onboard method (trained or not).
     """
-    method = factory(seed=seed)
-    if not isinstance(method, PoseMethod):
-        _fail("types", f"factory returned {type(method).__name__}, not a PoseMethod")
-    caps = method.capabilities
-    if not isinstance(caps, Capabilities) or not isinstance(method.name, str) or not method.name:
-        _fail("types", "a method needs a non-empty str `name` and a Capabilities `capabilities`")
-    report = ConformanceReport(method=method.name, n_frames=0, n_estimates=0)
-    frames, targets = _select_frames(dataset, n_frames, caps.uses_ground_truth)
-    inputs = frames if caps.uses_ground_truth else [f.without_annotations() for f in frames]
-    obj_ids = set(dataset.objects())
+    with contextlib.ExitStack() as created:  # every instance made here is closed at the end
 
-    def run(m: PoseMethod, order: Sequence[int]) -> list[Prediction]:
-        m.reset(inputs[order[0]].sequence_id)
-        out: list[Prediction] = [Prediction()] * len(inputs)
-        for i in order:
-            out[i] = m.predict(inputs[i], targets[i])
-        return out
+        def make() -> PoseMethod:
+            m = factory(seed=seed)
+            if isinstance(m, PoseMethod):
+                created.callback(m.close)
+            return m
 
-    method.onboard(dataset.objects())
-    forward = list(range(len(inputs)))
-    first = run(method, forward)
-    for pred, frame, tg in zip(first, frames, targets, strict=True):
-        _check_prediction(pred, frame, tg, caps, obj_ids)
-    report.checks += ["types", "rotation", "translation", "score", "targets", "timings", "category"]
-    _check_units(first, frames)
-    report.checks.append("units")
+        method = make()
+        if not isinstance(method, PoseMethod):
+            _fail("types", f"factory returned {type(method).__name__}, not a PoseMethod")
+        caps = method.capabilities
+        if not isinstance(caps, Capabilities) or not isinstance(method.name, str) or not method.name:
+            _fail("types", "a method needs a non-empty str `name` and a Capabilities `capabilities`")
+        report = ConformanceReport(method=method.name, n_frames=0, n_estimates=0)
+        frames, targets = _select_frames(dataset, n_frames, caps.uses_ground_truth)
+        inputs = frames if caps.uses_ground_truth else [f.without_annotations() for f in frames]
+        obj_ids = set(dataset.objects())
 
-    again = factory(seed=seed)
-    again.onboard(dataset.objects())
-    _same(first, run(again, forward), "determinism", "a second instance with the same seed")
-    report.checks.append("determinism")
+        def run(m: PoseMethod, order: Sequence[int]) -> list[Prediction]:
+            m.reset(inputs[order[0]].sequence_id)
+            out: list[Prediction] = [Prediction()] * len(inputs)
+            for i in order:
+                out[i] = m.predict(inputs[i], targets[i])
+            return out
 
-    if caps.is_video:
-        _same(first, run(method, forward), "reset", "the sequence replayed after reset()")
-        report.checks.append("reset")
-    else:
-        _same(first, run(method, forward[::-1]), "stateless", "frames in reverse order (a single-frame method "
-              "must not keep state between frames)")
-        report.checks.append("stateless")
+        method.onboard(dataset.objects())
+        forward = list(range(len(inputs)))
+        first = run(method, forward)
+        for pred, frame, tg in zip(first, frames, targets, strict=True):
+            _check_prediction(pred, frame, tg, caps, obj_ids)
+        report.checks += ["types", "rotation", "translation", "score", "targets", "timings", "category"]
+        _check_units(first, frames)
+        report.checks.append("units")
 
-    if caps.trainable:
-        with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-            method.save(tmp)
-            loaded = factory(seed=seed)
-            loaded.load(tmp)
-            loaded.onboard(dataset.objects())
-            _same(first, run(loaded, forward), "save_load", "a fresh instance after save()/load()")
-        report.checks.append("save_load")
+        again = make()
+        again.onboard(dataset.objects())
+        _same(first, run(again, forward), "determinism", "a second instance with the same seed")
+        report.checks.append("determinism")
 
-    report.n_frames = len(frames)
-    report.n_estimates = sum(len(p.estimates) + len(p.category_estimates) for p in first)
-    if report.n_estimates == 0:
-        log.warning("%s produced no estimates on %d frames of %s", method.name, len(frames), dataset.name)
-    return report
+        if caps.is_video:
+            _same(first, run(method, forward), "reset", "the sequence replayed after reset()")
+            report.checks.append("reset")
+        else:
+            _same(first, run(method, forward[::-1]), "stateless", "frames in reverse order (a single-frame method "
+                  "must not keep state between frames)")
+            report.checks.append("stateless")
+
+        if caps.trainable:
+            with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+                method.save(tmp)
+                loaded = make()
+                loaded.load(tmp)
+                loaded.onboard(dataset.objects())
+                _same(first, run(loaded, forward), "save_load", "a fresh instance after save()/load()")
+            report.checks.append("save_load")
+
+        report.n_frames = len(frames)
+        report.n_estimates = sum(len(p.estimates) + len(p.category_estimates) for p in first)
+        if report.n_estimates == 0:
+            log.warning("%s produced no estimates on %d frames of %s", method.name, len(frames), dataset.name)
+        return report

@@ -177,3 +177,16 @@ def test_kit_checks_save_load_round_trip(goldtoy_dataset, tmp_path):
     bad = _variant("BadLoad", capabilities=caps, predict=predict, __init__=init, save=save, load=load_wrong)
     with pytest.raises(ConformanceError, match=r"\[save_load\]"):
         _kit(bad, goldtoy_dataset, workdir=tmp_path)
+
+
+def test_kit_closes_every_instance_it_makes(goldtoy_dataset):
+    closed = []
+    cls = _variant("Closing", close=lambda self: closed.append(self))
+    _kit(cls, goldtoy_dataset)
+    assert len(closed) == 2  # the method under test and the determinism twin
+
+
+def test_methods_are_context_managers():
+    m = create_method("oracle")
+    with m as entered:
+        assert entered is m

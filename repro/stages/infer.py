@@ -49,41 +49,41 @@ def infer(ctx: StageContext) -> dict[str, Any]:
     max_frames = icfg.get("max_frames")
     if max_frames is not None and not launcher.local:
         raise ValueError("infer.max_frames caps frames across scenes in order: use it with launcher=local")
-    method = build_method(run)
-    dataset = open_run_dataset(run)
-    scenes = [int(s) for s in icfg.get("scenes") or dataset.scene_ids()]
-    fp = _fingerprint(run, method, dataset, max_frames)
-    out = run.results_dir
-    resume = bool(icfg.get("resume", True))
-    start = time.perf_counter()
-    params = {**run.params(), "infer": icfg, "launcher": launcher.name}
-    with ctx.tracked(f"infer {run.key}", params, tags={"method": run.method.name, "dataset": run.dataset.name},
-                     dataset_hash=dataset_fingerprint(run.dataset_root)) as tracked:
-        if launcher.local:
-            records, reused = run_shards(method, dataset, out, scenes, fingerprint=fp, resume=resume,
-                                         cache_dir=ctx.path(cfg.paths.onboarding_cache), max_frames=max_frames,
-                                         progress=bool(icfg.get("progress", True)))
-        else:
-            pending = pending_scenes(out, scenes, fp) if resume else scenes
-            reused = len(scenes) - len(pending)
-            shard = {"stage": "infer", "fingerprint": fp, "root": str(ctx.root)}
-            launch_shards(ctx.root, job_config(cfg, run), shard, pending, launcher,
-                          ctx.path("artifacts/launch") / "infer" / run.method.name / run.dataset.name)
-            records = _collect(out, scenes, fp)
-        files = merge_shards(out, records)
-        wall = time.perf_counter() - start
-        write_run_json(out, method, dataset, records, fingerprint=fp, wall_seconds=wall, run_info={
-            "params": dict(run.method.params), "preset": run.method.preset, "seed": run.seed,
-            "dataset": dataset_record(run, dataset), "launcher": launcher.name,
-            "checkpoint": str(run.checkpoint_dir) if method.capabilities.trainable else None})
-        n_frames = sum(r.n_frames for r in records)
-        seconds = sum(r.seconds for r in records)
-        metrics = {"n_frames": n_frames, "n_estimates": sum(r.n_estimates for r in records), "seconds": seconds,
-                   "frames_per_second": n_frames / seconds if seconds > 0 else 0.0, "wall_seconds": wall,
-                   "shards_run": len(records) - reused, "shards_reused": reused}
-        tracked.log_metrics(metrics)
-        for path in (*files.values(), out / "run.json"):
-            tracked.log_artifact(path, "results")
+    with build_method(run) as method:
+        dataset = open_run_dataset(run)
+        scenes = [int(s) for s in icfg.get("scenes") or dataset.scene_ids()]
+        fp = _fingerprint(run, method, dataset, max_frames)
+        out = run.results_dir
+        resume = bool(icfg.get("resume", True))
+        start = time.perf_counter()
+        params = {**run.params(), "infer": icfg, "launcher": launcher.name}
+        with ctx.tracked(f"infer {run.key}", params, tags={"method": run.method.name, "dataset": run.dataset.name},
+                         dataset_hash=dataset_fingerprint(run.dataset_root)) as tracked:
+            if launcher.local:
+                records, reused = run_shards(method, dataset, out, scenes, fingerprint=fp, resume=resume,
+                                             cache_dir=ctx.path(cfg.paths.onboarding_cache), max_frames=max_frames,
+                                             progress=bool(icfg.get("progress", True)))
+            else:
+                pending = pending_scenes(out, scenes, fp) if resume else scenes
+                reused = len(scenes) - len(pending)
+                shard = {"stage": "infer", "fingerprint": fp, "root": str(ctx.root)}
+                launch_shards(ctx.root, job_config(cfg, run), shard, pending, launcher,
+                              ctx.path("artifacts/launch") / "infer" / run.method.name / run.dataset.name)
+                records = _collect(out, scenes, fp)
+            files = merge_shards(out, records)
+            wall = time.perf_counter() - start
+            write_run_json(out, method, dataset, records, fingerprint=fp, wall_seconds=wall, run_info={
+                "params": dict(run.method.params), "preset": run.method.preset, "seed": run.seed,
+                "dataset": dataset_record(run, dataset), "launcher": launcher.name,
+                "checkpoint": str(run.checkpoint_dir) if method.capabilities.trainable else None})
+            n_frames = sum(r.n_frames for r in records)
+            seconds = sum(r.seconds for r in records)
+            metrics = {"n_frames": n_frames, "n_estimates": sum(r.n_estimates for r in records), "seconds": seconds,
+                       "frames_per_second": n_frames / seconds if seconds > 0 else 0.0, "wall_seconds": wall,
+                       "shards_run": len(records) - reused, "shards_reused": reused}
+            tracked.log_metrics(metrics)
+            for path in (*files.values(), out / "run.json"):
+                tracked.log_artifact(path, "results")
     log.info("%s: %d frames in %d shards (%d reused) -> %s", run.key, n_frames, len(records), reused, out)
     return metrics
 
@@ -107,11 +107,11 @@ def infer_shard(cfg: DictConfig) -> None:
     done = read_shard_record(run.results_dir, scene)
     if done is not None and done.fingerprint == fp:
         return
-    method = build_method(run)
     dataset = open_run_dataset(run)
     cache = Path(cfg.paths.onboarding_cache)
-    onboarder = Onboarder(method, cache if cache.is_absolute() else root / cache)
-    record = run_shard(method, dataset, run.results_dir, scene, fingerprint=fp, onboarder=onboarder)
+    with build_method(run) as method:
+        onboarder = Onboarder(method, cache if cache.is_absolute() else root / cache)
+        record = run_shard(method, dataset, run.results_dir, scene, fingerprint=fp, onboarder=onboarder)
     log.info("%s scene %d: %d frames in %.2f s", run.key, scene, record.n_frames, record.seconds)
 
 

@@ -128,10 +128,11 @@ def profile(ctx: StageContext) -> dict[str, Any]:
     params = {**run.params(), "profile": pcfg}
     with ctx.tracked(f"profile {run.key}", params, tags={"method": run.method.name, "dataset": run.dataset.name},
                      dataset_hash=dataset_fingerprint(run.dataset_root)) as tracked:
-        method = build_method(run)
         dataset = open_run_dataset(run)
-        prof = profile_method(method, dataset, warmup=int(pcfg.get("warmup", 2)), frames=int(pcfg.get("frames", 10)),
-                              cache_dir=ctx.path(ctx.cfg.paths.onboarding_cache))
+        with build_method(run) as method:
+            prof = profile_method(method, dataset, warmup=int(pcfg.get("warmup", 2)),
+                                  frames=int(pcfg.get("frames", 10)),
+                                  cache_dir=ctx.path(ctx.cfg.paths.onboarding_cache))
         dev = device_info()
         extra = {"dataset": run.dataset.name, "device": dev["device"], "cpu": dev["cpu"], **thread_info(),
                  "preset": run.method.preset}

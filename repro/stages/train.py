@@ -45,32 +45,32 @@ def _env(values: Mapping[str, str | None]) -> Iterator[None]:
 def train(ctx: StageContext) -> dict[str, Any]:
     """Run the stage; returns the checkpoint folder and the training time."""
     run = resolve_run(ctx.cfg, ctx.root, ctx.overrides)
-    method = build_method(run, load_checkpoint=False)
-    if not method.capabilities.trainable:
-        raise ValueError(f"method {run.method.name!r} is not trainable (nothing to train)")
-    data = open_run_dataset(run, split=run.dataset.train_split)
-    ckpt = run.checkpoint_dir
-    with ctx.tracked(f"train {run.key}", {**run.params(), "train_split": run.dataset.train_split},
-                     tags={"method": run.method.name, "dataset": run.dataset.name},
-                     dataset_hash=dataset_fingerprint(run.dataset_root)) as tracked:
-        start = time.perf_counter()
-        uri = tracking_uri(ctx.root, ctx.tracking) if tracked.active else None
-        with _env({"MLFLOW_TRACKING_URI": uri, "MLFLOW_RUN_ID": tracked.run_id}):
-            method.fit(data, dict(run.method.params))
-        seconds = time.perf_counter() - start
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{ckpt.name}.", dir=ckpt.parent))
-        try:
-            method.save(tmp)
-            shutil.rmtree(ckpt, ignore_errors=True)
-            tmp.rename(ckpt)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        tracked.log_metrics({"train_seconds": seconds})
-        for f in sorted(ckpt.rglob("*")):
-            if f.is_file() and f.suffix in (".json", ".yaml", ".yml", ".txt", ".md"):
-                tracked.log_artifact(f, "checkpoint")
+    with build_method(run, load_checkpoint=False) as method:
+        if not method.capabilities.trainable:
+            raise ValueError(f"method {run.method.name!r} is not trainable (nothing to train)")
+        data = open_run_dataset(run, split=run.dataset.train_split)
+        ckpt = run.checkpoint_dir
+        with ctx.tracked(f"train {run.key}", {**run.params(), "train_split": run.dataset.train_split},
+                         tags={"method": run.method.name, "dataset": run.dataset.name},
+                         dataset_hash=dataset_fingerprint(run.dataset_root)) as tracked:
+            start = time.perf_counter()
+            uri = tracking_uri(ctx.root, ctx.tracking) if tracked.active else None
+            with _env({"MLFLOW_TRACKING_URI": uri, "MLFLOW_RUN_ID": tracked.run_id}):
+                method.fit(data, dict(run.method.params))
+            seconds = time.perf_counter() - start
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{ckpt.name}.", dir=ckpt.parent))
+            try:
+                method.save(tmp)
+                shutil.rmtree(ckpt, ignore_errors=True)
+                tmp.rename(ckpt)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            tracked.log_metrics({"train_seconds": seconds})
+            for f in sorted(ckpt.rglob("*")):
+                if f.is_file() and f.suffix in (".json", ".yaml", ".yml", ".txt", ".md"):
+                    tracked.log_artifact(f, "checkpoint")
     log.info("%s: trained in %.1f s -> %s", run.key, seconds, ckpt)
     return {"checkpoint": str(ckpt), "seconds": seconds}
 
