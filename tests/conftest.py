@@ -25,6 +25,16 @@ def goldtoy(golden_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def renderer():
+    """One headless renderer (EGL, else numba) shared by the whole session."""
+    from repro.render import get_renderer
+
+    r = get_renderer("auto")
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="session")
 def goldtoy_dataset(goldtoy: Path):
     from repro.data.bop import BopDataset
 

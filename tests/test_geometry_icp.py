@@ -106,14 +106,6 @@ def test_estimate_normals_orientation() -> None:
     assert np.all(np.sum(n_cam * cam_pts, axis=1) < 0)  # towards the camera
 
 
-@pytest.fixture(scope="module")
-def renderer():
-    from repro.render import get_renderer
-
-    r = get_renderer("auto")
-    yield r
-    r.close()
-
 
 @pytest.mark.parametrize(("seed", "method"), [(0, "point_to_plane"), (1, "point_to_plane"), (2, "point_to_plane")])
 def test_projective_icp_on_rendered_depth(renderer, seed: int, method: str) -> None:

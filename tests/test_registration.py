@@ -27,7 +27,7 @@ from methods.common.registration.foundationpose import REFINER_RUN, SCORER_RUN
 from repro.data.bop import BopDataset
 from repro.data.synth import build_object, generate_bop_dataset
 from repro.geometry import axis_angle_to_matrix, geodesic_distance
-from repro.render import Light, RenderInstance, RenderScene, get_renderer
+from repro.render import Light, RenderInstance, RenderScene
 from repro.testing import check_pose_method
 from repro.types import CameraIntrinsics, ObjectModel
 
@@ -40,12 +40,6 @@ FAST = {"registrar_config": {"view_level": 1, "top_k": 6, "polish_k": 2}}
 
 # --------------------------------------------------------------------------- fixtures and helpers
 
-
-@pytest.fixture(scope="module")
-def renderer():
-    r = get_renderer("auto")
-    yield r
-    r.close()
 
 
 @pytest.fixture(scope="module")

@@ -37,14 +37,6 @@ from repro.types import CameraIntrinsics
 SPLITS = ("test", "train_pbr", "video", "onboarding")
 
 
-@pytest.fixture(scope="session")
-def renderer():
-    from repro.render import get_renderer
-
-    r = get_renderer("auto")
-    yield r
-    r.close()
-
 
 @pytest.fixture(scope="session")
 def smoke(tmp_path_factory, renderer) -> tuple[Path, dict]:

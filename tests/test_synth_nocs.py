@@ -25,14 +25,6 @@ from repro.types import NOCS_CLASSES
 SMOKE_FRAMES = 3
 
 
-@pytest.fixture(scope="session")
-def renderer():
-    from repro.render import get_renderer
-
-    r = get_renderer("auto")
-    yield r
-    r.close()
-
 
 @pytest.fixture(scope="session")
 def smoke(tmp_path_factory, renderer) -> tuple[Path, dict]:
