@@ -83,9 +83,8 @@ def dice_loss(
     from_logits: bool = True,
 ) -> torch.Tensor:
     """Soft dice ``1 - (2 sum(p t) + s) / (sum p + sum t + s)`` per sample (Milletari et al. 2016)."""
-    p = _probs(pred, from_logits).flatten(1)
-    t = target.to(p.dtype).flatten(1)
-    loss = 1 - (2 * (p * t).sum(1) + smooth) / (p.sum(1) + t.sum(1) + smooth)
+    tp, fp, fn = _region_sums(pred, target, from_logits)
+    loss = 1 - (2 * tp + smooth) / (2 * tp + fp + fn + smooth)
     return _reduce(loss, reduction)
 
 
@@ -118,10 +117,8 @@ def soft_iou_loss(
     from_logits: bool = True,
 ) -> torch.Tensor:
     """Soft Jaccard ``1 - (sum(p t) + s) / (sum p + sum t - sum(p t) + s)`` per sample."""
-    p = _probs(pred, from_logits).flatten(1)
-    t = target.to(p.dtype).flatten(1)
-    inter = (p * t).sum(1)
-    loss = 1 - (inter + smooth) / (p.sum(1) + t.sum(1) - inter + smooth)
+    tp, fp, fn = _region_sums(pred, target, from_logits)
+    loss = 1 - (tp + smooth) / (tp + fp + fn + smooth)
     return _reduce(loss, reduction)
 
 
