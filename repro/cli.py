@@ -231,12 +231,13 @@ def eval_grp() -> None:
 @click.option("--results", required=True, type=click.Path(path_type=Path), help="BOP19 results CSV.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Scores JSON to write.")
 @click.option("--errors", default="vsd,mssd,mspd", show_default=True,
-              help="Comma-separated: vsd, mssd, mspd, ad, add, adi, proj, cus.")
+              help="Comma-separated: vsd, mssd, mspd, ad, add, adi, proj, cus, iou (silhouette IoU). With add and "
+                   "adi, the scores also hold STORM's AR (ar_storm: mean ADD / ADD-S AUC over 0..0.1 x diameter).")
 @click.option("--split", default="test", show_default=True)
 @click.option("--targets", "targets_file", default=None, help="Targets file (dataset root name or path).")
 @click.option("--workers", type=int, default=1, show_default=True, help="Processes over images.")
 @click.option("--renderer", "renderer_backend", type=click.Choice(["auto", "egl", "numba", "nvdiffrast"]),
-              default="auto", show_default=True, help="Renderer for VSD and CUS.")
+              default="auto", show_default=True, help="Renderer for VSD, CUS and IoU.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where the batched point errors run.")
 @click.option("--backend", type=click.Choice(["repro", "bop_toolkit"]), default="repro", show_default=True,

@@ -218,8 +218,10 @@ class Frame:
     """One image (optionally with depth) and where it sits in the dataset.
 
     ``depth`` is in millimetres (BOP) as float32; ``sequence_id``/``sequence_index`` place the frame
-    in a video (``sequence_id`` defaults to the scene). ``gt`` and ``category_gt`` hold annotations
-    and are stripped by the runner unless the method is a declared ground-truth baseline.
+    in a video (``sequence_id`` defaults to the scene). ``video`` is True when the frame belongs to
+    a video sequence whose consecutive frames are temporally adjacent, so trackers may track; False
+    for independent images (e.g. BOP test images of static scenes). ``gt`` and ``category_gt`` hold
+    annotations and are stripped by the runner unless the method is a declared ground-truth baseline.
     """
 
     rgb: np.ndarray
@@ -232,8 +234,10 @@ class Frame:
     dataset: str = ""
     gt: tuple[GTInstance, ...] | None = None
     category_gt: tuple[CategoryGT, ...] | None = None
+    video: bool = False
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "video", bool(self.video))
         rgb = np.asarray(self.rgb)
         if rgb.ndim == 2:
             rgb = np.repeat(rgb[:, :, None], 3, axis=2)
@@ -265,7 +269,7 @@ class Frame:
         """The same frame with ground truth removed (what a regular method receives)."""
         return Frame(rgb=self.rgb, camera=self.camera, scene_id=self.scene_id, im_id=self.im_id,
                      depth=self.depth, sequence_id=self.sequence_id,
-                     sequence_index=self.sequence_index, dataset=self.dataset)
+                     sequence_index=self.sequence_index, dataset=self.dataset, video=self.video)
 
 
 @dataclass(frozen=True)

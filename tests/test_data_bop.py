@@ -306,3 +306,16 @@ def test_coco_gt_matches_bop_toolkit_layout(goldtoy, goldtoy_dataset, tmp_path):
         for a, b in zip(got["annotations"], ref["annotations"], strict=True):
             for key in ("id", "image_id", "category_id", "area", "bbox", "ignore", "iscrowd", "segmentation"):
                 assert a[key] == b[key], (name, key)
+
+
+def test_video_flag_auto_detects_the_sequence_sidecar_or_is_declared(toy_copy):
+    from repro.data.bop import SEQUENCE_SIDECAR
+
+    assert all(not f.video for f, _ in BopDataset(toy_copy).iter_frames(with_gt=False))
+    declared = BopDataset(toy_copy, video=True)
+    assert all(f.video for f, _ in declared.iter_frames(with_gt=False))
+    (toy_copy / "test" / "000003" / SEQUENCE_SIDECAR).write_text("{}")
+    auto = BopDataset(toy_copy)
+    assert {f.scene_id: f.video for f, _ in auto.iter_frames(with_gt=False)} == {1: False, 3: True}
+    assert auto.is_video(3) and not auto.is_video(1)
+    assert not any(f.video for f, _ in BopDataset(toy_copy, video=False).iter_frames(with_gt=False))

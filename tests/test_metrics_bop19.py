@@ -301,3 +301,107 @@ def test_matching_equals_toolkit_loop_and_recall_is_monotone(data):
     assert np.all(np.diff(tp) >= 0)
     assert np.all(np.isinf(merr[~matched])) and np.all(merr[matched] < np.repeat(th, errors.shape[1]).reshape(
         len(th), -1)[matched])
+
+
+# --------------------------------------------------------------------------- STORM AUC and mask IoU
+
+
+def test_storm_recall_auc_analytic():
+    from repro.metrics.bop19 import STORM_AUC_THRESHOLDS, storm_average_recall, storm_recall_auc
+
+    th = np.asarray(STORM_AUC_THRESHOLDS)
+    assert len(th) == 100 and th[0] == 0.0 and th[-1] == 0.1
+    # errors halfway between thresholds: recall(th_j) = j / 99 is linear, so the area is exactly 1/2
+    mids = (th[1:] + th[:-1]) / 2
+    assert storm_recall_auc(mids) == pytest.approx(0.5, abs=1e-12)
+    # strict rule (as BOP's recall): recall at threshold 0 is 0 even for perfect poses
+    assert storm_recall_auc(np.zeros(5)) == pytest.approx(1.0 - 0.5 / 99, abs=1e-12)
+    assert storm_recall_auc(np.zeros(5), inclusive=True) == pytest.approx(1.0, abs=1e-12)
+    # misses count as failures: half perfect, half missed
+    assert storm_recall_auc(np.array([0.0, np.inf])) == pytest.approx(0.5 * (1.0 - 0.5 / 99), abs=1e-12)
+    assert storm_recall_auc(np.array([np.inf, 0.2, 0.1])) == 0.0
+    # one error at 0.05 (a grid point? no: 0.05 lies between th[49] and th[50]): recall 1 from th[50]
+    want = (0.1 - th[50]) + 0.5 * (th[50] - th[49])
+    assert storm_recall_auc(np.array([0.05])) == pytest.approx(want / 0.1, abs=1e-12)
+    assert np.isnan(storm_recall_auc(np.array([])))
+    assert storm_average_recall({"1": 0.2, "2": 0.4}, {"1": 0.6, "2": 1.0}) == pytest.approx((0.4 + 0.7) / 2)
+
+
+@pytest.fixture(scope="module")
+def box_case(tmp_path_factory):
+    """A thin 100 x 100 x 1 mm plate facing the camera at 1 m (f = 500 px: a 50 px square), four
+    single-target images: estimate at the GT pose, shifted 20 mm (10 px) and 4 mm (2 px) along x,
+    and no estimate (a miss)."""
+    from repro.data.bop import BopImage, BopWriter
+    from repro.data.synth import shapes as S
+    from repro.results.bop_csv import BopResultRow, write_bop_csv
+    from repro.types import CameraIntrinsics, GTInstance, InstanceTarget, Targets
+
+    root = tmp_path_factory.mktemp("iou") / "plate"
+    model = S.mesh_to_model(S.paint(S.box((100.0, 100.0, 1.0), max_edge=20.0), (0.5, 0.5, 0.5)), 1, name="plate")
+    K = np.array([[500.0, 0, 100.0], [0, 500.0, 100.0], [0, 0, 1]])
+    writer = BopWriter(root)
+    writer.write_models([model])
+    writer.write_camera(CameraIntrinsics(K, 200, 200))
+    t_gt = np.array([0.0, 0.0, 1000.0])
+    images = [BopImage(im_id=i, rgb=np.zeros((200, 200, 3), np.uint8), K=K,
+                       gt=[GTInstance(gt_id=0, obj_id=1, R=np.eye(3), t=t_gt)], gt_info=[{"visib_fract": 1.0}])
+              for i in range(4)]
+    writer.write_scene("test", 1, images)
+    writer.write_targets({(1, i): Targets(instances=(InstanceTarget(1, 1),)) for i in range(4)})
+    shifts = {0: 0.0, 1: 20.0, 2: 4.0}
+    rows = [BopResultRow(1, i, 1, 1.0, np.eye(3), t_gt + np.array([dx, 0.0, 0.0]), 0.1) for i, dx in shifts.items()]
+    csv = write_bop_csv(root.parent / "res_plate-test.csv", rows)
+    return root, csv, model
+
+
+def test_mask_iou_error_on_a_shifted_plate(box_case):
+    root, csv, _ = box_case
+    with BopEvaluator(root, config=BopEvalConfig(errors=("iou", "cus"))) as ev:
+        res = ev.evaluate(csv, progress=False)
+    iou = res.pairs.errors["iou"]
+    assert iou[0] == 1.0
+    assert iou[1] == pytest.approx(40 / 60, abs=0.02)  # 50 px squares overlapping by 40 columns
+    assert iou[2] == pytest.approx(48 / 52, abs=0.02)
+    np.testing.assert_allclose(iou, 1.0 - res.pairs.errors["cus"], atol=1e-12)
+    s = res.summary
+    assert s["mean_mask_iou"] == pytest.approx((iou[0] + iou[1] + iou[2] + 0.0) / 4, abs=1e-12)
+    assert s["recall_iou"] == 0.75 and s["threshold_iou"] == 0.5
+    assert s["per_object_mean_mask_iou"] == {"1": pytest.approx(s["mean_mask_iou"])}
+    assert s["bop19_average_recall"] is None
+    strict = BopEvalConfig(errors=("iou",), thresholds={"iou": (float(iou[2]), float(np.nextafter(iou[2], 2)))})
+    with BopEvaluator(root, config=strict) as ev:
+        assert ev.evaluate(csv, progress=False).summary["recall_iou"] == [0.5, 0.25]  # IoU >= threshold
+
+
+def test_storm_ar_keys_on_the_plate(box_case):
+    from repro.metrics.bop19 import storm_recall_auc
+
+    root, csv, model = box_case
+    s = evaluate_bop(root, csv, errors="add,adi", progress=False)
+    d = model.diameter
+    assert 20.0 / d > 0.1 > 4.0 / d
+    want_add = storm_recall_auc(np.array([0.0, np.inf, 4.0 / d, np.inf]))
+    assert s["per_object_auc_add_storm"] == {"1": pytest.approx(want_add, abs=1e-12)}
+    assert s["auc_add_storm"] == pytest.approx(want_add, abs=1e-12)
+    assert s["recall_add"] == 0.5
+    adi = s["auc_adi_storm"]
+    assert want_add <= adi <= 0.75 and s["per_object_auc_adi_storm"] == {"1": pytest.approx(adi)}
+    assert s["ar_storm"] == pytest.approx((want_add + adi) / 2, abs=1e-12)
+    only_add = evaluate_bop(root, csv, errors="add", progress=False)
+    assert "ar_storm" not in only_add and only_add["auc_add_storm"] == s["auc_add_storm"]
+
+
+def test_storm_ar_on_golden_set_is_consistent(result):
+    s = result.summary
+    per_add, per_adi = s["per_object_auc_add_storm"], s["per_object_auc_adi_storm"]
+    assert set(per_add) == set(per_adi) and per_add
+    assert s["ar_storm"] == pytest.approx(np.mean([(per_add[k] + per_adi[k]) / 2 for k in per_add]), abs=1e-12)
+    assert 0.0 <= s["auc_add_storm"] <= s["auc_adi_storm"] <= 1.0
+    assert 0.0 < s["mean_mask_iou"] <= 1.0 and s["recall_iou"] == s["recall_cus"]
+
+
+def test_iou_is_not_a_toolkit_error(bop_dir):
+    with pytest.raises(ValueError, match="iou"):
+        evaluate_bop(bop_dir / "dataset" / "goldtoy", bop_dir / "results" / "goldpose_goldtoy-test.csv",
+                     errors="iou", progress=False, backend="bop_toolkit")

@@ -259,3 +259,18 @@ def test_vsd_zero_for_gt_pose_and_one_when_disjoint():
     other = np.zeros_like(depth)
     other[16:19, 22:28] = 499.0
     assert np.array_equal(vsd_from_depth(depth, other, render, K, 100.0), np.ones(10))
+
+
+def test_mask_iou_from_depth():
+    from repro.metrics.vsd import cus_from_depth, mask_iou_from_depth
+
+    a = np.zeros((4, 4), np.float32)
+    b = np.zeros((4, 4), np.float32)
+    assert mask_iou_from_depth(a, b) == 0.0
+    a[:2, :2] = 1.0
+    b[:2, :] = 1.0
+    assert mask_iou_from_depth(a, b) == 0.5
+    assert mask_iou_from_depth(a, a) == 1.0
+    b[:] = 0.0
+    b[2:, 2:] = 1.0
+    assert mask_iou_from_depth(a, b) == 0.0 and cus_from_depth(a, b) == 1.0

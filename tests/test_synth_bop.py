@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -372,6 +373,30 @@ def test_video_sidecar_is_consistent(root):
         assert occludes, "the occluder should pass in front of at least one object"
 
 
+def test_drop_protocol_targets_exclude_exactly_the_dropped_frames(root, tmp_path):
+    from repro.data.synth.bop_synth import VIDEO_DROP_TARGETS, write_video_drop_targets
+
+    full = {(t["scene_id"], t["im_id"], t["obj_id"], t["inst_count"]) for t in read_json(root / VIDEO_TARGETS)}
+    kept = {(t["scene_id"], t["im_id"], t["obj_id"], t["inst_count"]) for t in read_json(root / VIDEO_DROP_TARGETS)}
+    dropped = {(int(p.parent.name), i) for p in (root / "video").glob(f"*/{SEQUENCE_SIDECAR}")
+               for i in read_json(p)["drop_protocol"]["dropped_im_ids"]}
+    assert dropped and kept == {t for t in full if (t[0], t[1]) not in dropped}
+    assert {(t[0], t[1]) for t in full} & dropped, "some dropped frame has targets"
+    ds = BopDataset(root, split="video", targets=VIDEO_DROP_TARGETS)
+    assert ds.target_map and not set(ds.target_map) & dropped
+    assert set(ds.target_map) == {(t[0], t[1]) for t in full} - dropped
+    frame = ds.load_frame(*next(iter(ds.target_map)), with_gt=False)
+    assert frame.video and not BopDataset(root, split="test").load_frame(1, 0, with_gt=False).video
+    # the helper for older datasets writes the same bytes as the generator
+    copy = tmp_path / "old"
+    (copy / "video").mkdir(parents=True)
+    shutil.copy(root / VIDEO_TARGETS, copy / VIDEO_TARGETS)
+    for p in (root / "video").glob(f"*/{SEQUENCE_SIDECAR}"):
+        (copy / "video" / p.parent.name).mkdir()
+        shutil.copy(p, copy / "video" / p.parent.name / SEQUENCE_SIDECAR)
+    assert write_video_drop_targets(copy).read_bytes() == (root / VIDEO_DROP_TARGETS).read_bytes()
+
+
 def test_video_object_motion_matches_sidecar(root):
     ds = _dataset(root, "video")
     for scene_id in ds.scene_ids():
@@ -440,6 +465,7 @@ def test_dataset_card(smoke):
     for o in summary["objects"]:
         assert f"| {o['obj_id']} | {o['name']} |" in card
     assert "onboarding_static/" in card and SEQUENCE_SIDECAR in card
+    assert "video_drop_targets_bop19.json" in card
     assert f"seed {summary['seed']}" in card and "`smoke`" in card
     config = read_json(root / "synth_config.json")
     assert config["seed"] == 0 and config["preset"] == "smoke" and "root" not in config

@@ -68,6 +68,14 @@ def test_frame_validation():
         CameraIntrinsics(K, 0, 48)
 
 
+def test_frame_video_flag_defaults_false_and_survives_stripping():
+    cam = CameraIntrinsics(K, 64, 48)
+    still = Frame(rgb=np.zeros((48, 64, 3), np.uint8), camera=cam, scene_id=1, im_id=0)
+    assert still.video is False and still.without_annotations().video is False
+    clip = Frame(rgb=np.zeros((48, 64, 3), np.uint8), camera=cam, scene_id=1, im_id=3, video=True)
+    assert clip.video is True and clip.without_annotations().video is True
+
+
 def test_estimates_and_prediction():
     with pytest.raises(ValueError, match="R: expected shape 3x3"):
         PoseEstimate(obj_id=1, R=np.eye(4), t=[0, 0, 1])

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 TARGET_FILES = ("test_targets_bop19.json", "test_targets_bop24.json")
+SEQUENCE_SIDECAR = "scene_sequence.json"
+"""Per-scene video sidecar (timestamps, drop protocol) of the synthetic ``video`` split."""
 
 
 # --------------------------------------------------------------------------- models
@@ -145,6 +147,9 @@ class BopDataset:
     ``sensor`` selects the BOP24 multi-sensor file suffix (``scene_camera_{sensor}.json``...);
     ``targets`` is a targets file name in the dataset root, ``"auto"`` (bop19, then bop24, else
     every GT object in every image) or ``None`` (every GT object).
+    ``video`` marks the frames as temporally adjacent video frames (``Frame.video``): ``None``
+    detects it per scene (a ``scene_sequence.json`` sidecar, as the synthetic ``video`` split has),
+    True declares a real video split (e.g. YCB-V test scenes), False declares independent images.
     """
 
     root: Path
@@ -154,6 +159,7 @@ class BopDataset:
     targets: str | None = "auto"
     name: str = ""
     format: str = "bop"
+    video: bool | None = None
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -290,6 +296,12 @@ class BopDataset:
         return self.target_map.get((scene_id, im_id), Targets())
 
     # -- frames
+    def is_video(self, scene_id: int) -> bool:
+        """Whether the frames of a scene are video frames (the ``video`` option, else the sidecar)."""
+        if self.video is not None:
+            return bool(self.video)
+        return (self.scene(scene_id).path / SEQUENCE_SIDECAR).is_file()
+
     def _image_path(self, scene: _Scene, kind: str, im_id: int) -> Path | None:
         folder = scene.path / self._sfx(kind)
         for ext in IMAGE_EXTS:
@@ -370,6 +382,7 @@ class BopDataset:
         depth = read_image(depth_p).astype(np.float32) * np.float32(depth_scale) if depth_p else None
         return Frame(rgb=rgb, camera=camera, scene_id=scene_id, im_id=im_id, depth=depth,
                      sequence_id=scene_id, sequence_index=scene.im_ids.index(im_id), dataset=self.name,
+                     video=self.is_video(scene_id),
                      gt=self.gt_instances(scene_id, im_id, load_masks=load_masks) if with_gt else None)
 
     def iter_frames(self, scene_ids: Sequence[int] | None = None, *, with_gt: bool = True,

@@ -1,5 +1,5 @@
-"""Metrics: BOP19 pose evaluation (VSD, MSSD, MSPD, ADD/ADD-S/AD, proj, CUS, AUC), BOP22 COCO
-detection/segmentation AP, NOCS category-level scores.
+"""Metrics: BOP19 pose evaluation (VSD, MSSD, MSPD, ADD/ADD-S/AD, proj, CUS, mask IoU, AUC, STORM-style
+AUC/AR), BOP22 COCO detection/segmentation AP, NOCS category-level scores.
 
 Import-light: names are loaded from their submodule on first access, so importing
 ``repro.metrics`` loads neither torch nor a renderer.
@@ -16,6 +16,8 @@ _LAZY: dict[str, str] = {
     "BopEvalResult": "repro.metrics.bop19",
     "BopEvaluator": "repro.metrics.bop19",
     "evaluate_bop": "repro.metrics.bop19",
+    "storm_average_recall": "repro.metrics.bop19",
+    "storm_recall_auc": "repro.metrics.bop19",
     "write_errors_table": "repro.metrics.bop19",
     "add": "repro.metrics.pose_errors",
     "adi": "repro.metrics.pose_errors",
@@ -28,6 +30,7 @@ _LAZY: dict[str, str] = {
     "symmetry_transformations": "repro.metrics.symmetry",
     "VsdParams": "repro.metrics.vsd",
     "cus_from_depth": "repro.metrics.vsd",
+    "mask_iou_from_depth": "repro.metrics.vsd",
     "vsd_from_depth": "repro.metrics.vsd",
 }
 

@@ -28,6 +28,22 @@ threshold (errors without the sphere shortcut), or inf; then the toolbox's ``VOC
 curve from 0 to 0.1 m (right-step rule: each step counts from the previous error; the last
 accuracy extends to 0.1 m), times 10, so it lies in [0, 1].
 
+STORM-style AUC (``auc_add_storm``, ``auc_adi_storm``, ``ar_storm``), as STORM's public code computes
+its "AR": the same valid target GT instances as ``recall_add`` get the diameter-normalised error
+(with the sphere shortcut) of the estimate matched to them at the largest threshold 0.1 x diameter,
+or inf; per object, the recall ``#{e < t} / n`` (strict, as BOP's recall) at the 100 thresholds
+``np.linspace(0, 0.1, 100)``, integrated with the trapezoid rule and divided by 0.1
+(``storm_recall_auc``); ``ar_storm`` is the mean over objects with targets of
+``(AUC_ADD + AUC_ADD-S) / 2``, ``auc_*_storm`` the means over objects. The strict rule makes the
+recall at threshold 0 always 0, so even perfect poses score ``1 - 0.5 / 99`` (~0.995); at 0.1 the
+recall equals ``recall_add``/``recall_adi`` (default threshold).
+
+Mask IoU (``iou``, optional, rendered): per (estimate, GT) pair the IoU of the object's full
+silhouettes rendered at the estimated and at the GT pose (0 when the projected bounding spheres do
+not overlap); greedy matching takes the highest IoU; ``recall_iou`` counts valid targets matched
+with IoU >= 0.5 (``thresholds['iou']`` are IoU values), ``mean_mask_iou`` is the mean matched IoU
+over all valid targets (0 for misses), also per object (``per_object_mean_mask_iou``).
+
 ``evaluate_bop`` returns the ``repro eval bop`` JSON object (see ``DESIGN.md``); ``BopEvaluator``
 gives the per-threshold score records and the per-estimate errors too (``write_errors_table``).
 """
@@ -53,24 +69,27 @@ from repro.types import ObjectModel
 
 log = logging.getLogger(__name__)
 
-ERRORS: tuple[str, ...] = ("vsd", "mssd", "mspd", "ad", "add", "adi", "proj", "cus")
+ERRORS: tuple[str, ...] = ("vsd", "mssd", "mspd", "ad", "add", "adi", "proj", "cus", "iou")
 BOP19_ERRORS: tuple[str, ...] = ("vsd", "mssd", "mspd")
-RENDER_ERRORS = frozenset({"vsd", "cus"})
+RENDER_ERRORS = frozenset({"vsd", "cus", "iou"})
 POINT_ERRORS = frozenset({"mssd", "mspd", "ad", "add", "adi", "proj"})
 DIAMETER_NORMALISED = frozenset({"ad", "add", "adi", "mssd"})
 WIDTH_NORMALISED = frozenset({"mspd"})
 SPHERE_SHORTCUT = frozenset({"ad", "add", "adi", "mssd"})
 AUC_ERRORS = frozenset({"ad", "add", "adi"})
 AUC_MAX_M = 0.1
+STORM_AUC_THRESHOLDS: tuple[float, ...] = tuple(np.linspace(0.0, 0.1, 100).tolist())
+"""Diameter-normalised thresholds of the STORM-style ADD/ADD-S AUC (``storm_recall_auc``)."""
 VSD_DELTAS = {"itodd": 5.0}
 """VSD delta per dataset where it differs from 15 mm (bop_toolkit's ``vsd_deltas``)."""
 
 
 def default_thresholds() -> dict[str, tuple[float, ...]]:
-    """Correctness thresholds per error: BOP19 for vsd/mssd/mspd, eval_calc_scores defaults else."""
+    """Correctness thresholds per error: BOP19 for vsd/mssd/mspd, eval_calc_scores defaults else;
+    ``iou`` thresholds are minimum IoUs (correct when IoU >= threshold)."""
     th = tuple(np.arange(0.05, 0.51, 0.05).tolist())
     return {"vsd": th, "mssd": th, "mspd": tuple(float(x) for x in np.arange(5, 51, 5)),
-            "ad": (0.1,), "add": (0.1,), "adi": (0.1,), "proj": (5.0,), "cus": (0.5,)}
+            "ad": (0.1,), "add": (0.1,), "adi": (0.1,), "proj": (5.0,), "cus": (0.5,), "iou": (0.5,)}
 
 
 @dataclass(frozen=True)
@@ -398,11 +417,13 @@ class ErrorEngine:
         from repro.metrics.vsd import ImagePairs, VsdParams, image_render_errors
 
         want_vsd, want_cus = "vsd" in self.config.errors, "cus" in self.config.errors
+        want_iou = "iou" in self.config.errors
         params = VsdParams(self.vsd_delta, self.config.vsd_taus, self.config.vsd_normalized_by_diameter,
                            self.config.vsd_cost) if want_vsd else None
         n = int(offsets[-1])
         vsd = np.ones((n, len(self.config.vsd_taus))) if want_vsd else None
         cus = np.ones(n) if want_cus else None
+        iou = np.zeros(n) if want_iou else None
         for i, task in enumerate(tqdm(tasks, desc="VSD/CUS", unit="img", disable=not progress, leave=False)):
             if len(task.pair_est) == 0:
                 continue
@@ -422,18 +443,22 @@ class ErrorEngine:
                                gt_t=task.gt_t, pair_est=task.pair_est[sel], pair_gt=task.pair_gt[sel])
             objects = {int(o): self.model(int(o)) for o in np.unique(task.est_obj)}
             diameters = {o: self.diameter(o) for o in objects}
-            v, c = image_render_errors(self.renderer, objects, pairs, depth, diameters, params, want_cus,
-                                       self.config.sample_offset)
+            v, c, u = image_render_errors(self.renderer, objects, pairs, depth, diameters, params, want_cus,
+                                          self.config.sample_offset, want_iou=want_iou)
             rows = offsets[i] + sel
             if vsd is not None:
                 vsd[rows] = v
             if cus is not None:
                 cus[rows] = c
+            if iou is not None:
+                iou[rows] = u
         out = {}
         if vsd is not None:
             out["vsd"] = vsd
         if cus is not None:
             out["cus"] = cus
+        if iou is not None:
+            out["iou"] = iou
         return out
 
 
@@ -642,6 +667,54 @@ def voc_auc(errors_m: np.ndarray, max_m: float = AUC_MAX_M) -> float:
     return float(np.sum((mrec[i] - mrec[i - 1]) * mpre[i]) * (1.0 / max_m))
 
 
+def storm_recall_auc(errors: np.ndarray, thresholds: Sequence[float] = STORM_AUC_THRESHOLDS, *,
+                     inclusive: bool = False) -> float:
+    """Area under the recall-vs-threshold curve, normalised to [0, 1] (STORM's AUC).
+
+    ``errors``: one diameter-normalised error per target (inf = missed); recall at threshold ``t``
+    is ``mean(errors < t)`` (``inclusive``: ``<=``); the area is ``np.trapezoid`` over
+    ``thresholds`` divided by their range (0.1 for the default ``linspace(0, 0.1, 100)``).
+    NaN without targets.
+    """
+    e = np.asarray(errors, dtype=np.float64).ravel()
+    th = np.asarray(thresholds, dtype=np.float64)
+    if e.size == 0:
+        return float("nan")
+    hit = e[None, :] <= th[:, None] if inclusive else e[None, :] < th[:, None]
+    return float(np.trapezoid(hit.mean(axis=1), th) / (th[-1] - th[0]))
+
+
+def storm_average_recall(per_object_add: Mapping[str, float], per_object_adi: Mapping[str, float]) -> float:
+    """STORM's "AR": mean over objects of ``(AUC_ADD + AUC_ADD-S) / 2`` (objects present in both)."""
+    keys = [k for k in per_object_add if k in per_object_adi]
+    if not keys:
+        return float("nan")
+    return float(np.mean([(per_object_add[k] + per_object_adi[k]) / 2.0 for k in keys]))
+
+
+def storm_summary(matched: Mapping[str, np.ndarray], gt_obj: np.ndarray, gt_valid: np.ndarray) -> dict[str, Any]:
+    """``auc_{add,adi}_storm`` and ``per_object_auc_{add,adi}_storm`` from the matched normalised
+    errors per GT instance (inf = unmatched), and ``ar_storm`` when both errors are present."""
+    out: dict[str, Any] = {}
+    per: dict[str, dict[str, float]] = {}
+    for err, merr in matched.items():
+        objs = sorted({int(o) for o in gt_obj[gt_valid]})
+        per[err] = {str(o): storm_recall_auc(merr[gt_valid & (gt_obj == o)]) for o in objs}
+        out[f"per_object_auc_{err}_storm"] = per[err]
+        out[f"auc_{err}_storm"] = float(np.mean(list(per[err].values()))) if per[err] else float("nan")
+    if "add" in per and "adi" in per:
+        out["ar_storm"] = storm_average_recall(per["add"], per["adi"])
+    return out
+
+
+def mask_iou_summary(matched_iou: np.ndarray, gt_obj: np.ndarray, gt_valid: np.ndarray) -> dict[str, Any]:
+    """``mean_mask_iou`` over the valid GT instances (unmatched count 0) and per object."""
+    v = matched_iou[gt_valid]
+    return {"mean_mask_iou": float(np.mean(v)) if len(v) else float("nan"),
+            "per_object_mean_mask_iou": {str(o): float(np.mean(matched_iou[gt_valid & (gt_obj == o)]))
+                                         for o in sorted({int(o) for o in gt_obj[gt_valid]})}}
+
+
 # --------------------------------------------------------------------------- evaluator
 
 
@@ -731,9 +804,17 @@ class BopEvaluator:
         diam = np.array([self.engine.diameter(int(o)) for o in pairs.obj_id], dtype=np.float64)
         scores: dict[str, list[Any]] = {}
         matched_err: dict[str, np.ndarray] = {}
+        storm_err: dict[str, np.ndarray] = {}
+        matched_iou: np.ndarray | None = None
         for err in cfg.errors:
             values = pairs.errors[err]
             th = cfg.thresholds[err]
+            if err == "iou":
+                # matched on 1 - IoU (smallest first); IoU >= t  <=>  1 - IoU <= 1 - t
+                th = tuple(float(np.nextafter(1.0 - t, np.inf)) for t in th)
+                values = 1.0 - values
+                _, merr = match_all(layout, values, (np.nextafter(1.0, np.inf),))
+                matched_iou = np.where(np.isfinite(merr[0]), 1.0 - merr[0], 0.0)
             if err == "vsd":
                 scores[err] = [localization_scores(layout, match_all(layout, values[:, k], th)[0], scene_ids,
                                                    obj_ids, cfg.n_top) for k in range(values.shape[1])]
@@ -746,7 +827,12 @@ class BopEvaluator:
             if err in AUC_ERRORS:
                 _, merr = match_all(layout, pairs.errors[f"raw_{err}"] / 1000.0, (AUC_MAX_M,))
                 matched_err[err] = merr[0]
+            if err in ("add", "adi"):
+                storm_err[err] = match_all(layout, values, (STORM_AUC_THRESHOLDS[-1],))[1][0]
         summary = summarize(scores, cfg, obj_ids, scene_ids)
+        summary.update(storm_summary(storm_err, layout.gt_obj, layout.gt_valid))
+        if matched_iou is not None:
+            summary.update(mask_iou_summary(matched_iou, layout.gt_obj, layout.gt_valid))
         for err, merr in matched_err.items():
             valid = layout.gt_valid
             summary[f"auc_{err}"] = voc_auc(merr[valid])
@@ -847,7 +933,8 @@ def evaluate_bop(dataset_dir: str | Path, results_csv: str | Path, *, errors: Se
     """Evaluate a BOP19 results CSV against the BOP dataset at ``dataset_dir``; returns the
     ``repro eval bop`` JSON object (``bop19_average_recall[_vsd|_mssd|_mspd]``,
     ``bop19_average_time_per_image``, per-threshold ``recalls_*``, ``per_object_recall_*``,
-    ``recall_ad|add|adi|proj|cus``, ``auc_add|adi|ad`` when requested, counts).
+    ``recall_ad|add|adi|proj|cus|iou``, ``auc_add|adi|ad`` when requested, ``auc_add_storm``,
+    ``auc_adi_storm``, ``ar_storm`` with add and adi, ``mean_mask_iou`` with iou, counts).
 
     ``errors``: names or a comma-separated string. ``targets_file``: a file name in the dataset
     root (default ``test_targets_bop19.json``) or a path. ``workers``: processes over images (spawn).
@@ -874,7 +961,8 @@ def evaluate_bop(dataset_dir: str | Path, results_csv: str | Path, *, errors: Se
 
 def errors_table_rows(result: BopEvalResult) -> list[dict[str, Any]]:
     """One row per (estimate, GT, error[, tau]): scene_id, im_id, obj_id, est_id, score, gt_id,
-    gt_visib_fract, gt_valid, error, tau (VSD only, else None), value (inf for the shortcuts)."""
+    gt_visib_fract, gt_valid, error, tau (VSD only, else None), value (inf for the shortcuts; for
+    ``iou`` the IoU itself, higher is better, 0 for the shortcut)."""
     p = result.pairs
     rows = []
     names = [e for e in p.errors if not e.startswith("raw_")]

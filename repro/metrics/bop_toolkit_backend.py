@@ -84,6 +84,8 @@ def evaluate_with_bop_toolkit(dataset_dir: str | Path, results_csv: str | Path, 
 
     ``renderer_type`` is the toolkit's renderer for VSD/CUS (``vispy`` as in ``eval_bop19_pose.py``).
     """
+    if "iou" in config.errors:
+        raise ValueError("the mask IoU error 'iou' is not a bop_toolkit error; use backend='repro'")
     from bop_toolkit_lib import inout, misc, pose_matching, renderer, score
     from tqdm.auto import tqdm
 

@@ -13,7 +13,9 @@ VSD (Visible Surface Discrepancy, Hodan et al. ECCV'18 / ECCVW'16) follows bop_t
    (``step`` cost) or the truncated linear cost ``min(1, dist / tau)`` (``tlinear``); 1 when the
    union is empty.
 
-CUS (Complement over Union of the rendered silhouettes) is ``1 - |M_est & M_gt| / |M_est | M_gt|``.
+CUS (Complement over Union of the rendered silhouettes) is ``1 - |M_est & M_gt| / |M_est | M_gt|``;
+the mask IoU (STORM Table 3's "IoU mean") is ``|M_est & M_gt| / |M_est | M_gt|`` of the same full-object
+silhouettes (not the visible parts), 0 when both are empty.
 
 Only pixels where either render is non-zero contribute, so the computation runs on the bounding
 box of the two silhouettes; the selected pixels keep their row-major order, which keeps every sum
@@ -119,6 +121,15 @@ def cus_from_depth(depth_est: np.ndarray, depth_gt: np.ndarray) -> float:
     return 1.0 - np.logical_and(mask_gt, mask_est).sum() / union
 
 
+def mask_iou_from_depth(depth_est: np.ndarray, depth_gt: np.ndarray) -> float:
+    """IoU of the rendered silhouettes ``|inter| / |union|`` (0 when both are empty)."""
+    mask_est, mask_gt = depth_est > 0, depth_gt > 0
+    union = int(np.logical_or(mask_gt, mask_est).sum())
+    if union == 0:
+        return 0.0
+    return int(np.logical_and(mask_gt, mask_est).sum()) / float(union)
+
+
 @dataclass(frozen=True)
 class ImagePairs:
     """The (estimate, GT) pairs of one image whose errors need renders.
@@ -142,12 +153,13 @@ class ImagePairs:
 
 def image_render_errors(renderer, objects: dict, pairs: ImagePairs, depth_test: np.ndarray | None,
                         diameters: dict[int, float], params: VsdParams | None, want_cus: bool,
-                        sample_offset: float = 0.5) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """VSD (n_pairs, n_taus) and/or CUS (n_pairs,) of every pair of one image.
+                        sample_offset: float = 0.5, want_iou: bool = False
+                        ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """VSD (n_pairs, n_taus), CUS (n_pairs,) and mask IoU (n_pairs,) of every pair of one image.
 
     Every needed estimate and GT pose is rendered alone (the toolkit renders each object by
     itself) in one ``render_batch`` call. ``params=None`` skips VSD (then ``depth_test`` may be
-    None); ``want_cus=False`` skips CUS.
+    None); ``want_cus=False`` skips CUS, ``want_iou=False`` the IoU (None in their place).
     """
     from repro.render.scene import RenderInstance, RenderScene
     from repro.types import CameraIntrinsics
@@ -155,8 +167,9 @@ def image_render_errors(renderer, objects: dict, pairs: ImagePairs, depth_test: 
     n = len(pairs.pair_est)
     vsd = np.empty((n, len(params.taus))) if params is not None else None
     cus = np.empty(n) if want_cus else None
+    iou = np.empty(n) if want_iou else None
     if n == 0:
-        return vsd, cus
+        return vsd, cus, iou
     cam = CameraIntrinsics(pairs.K, pairs.width, pairs.height)
     est_ids = np.unique(pairs.pair_est)
     gt_ids = np.unique(pairs.pair_gt)
@@ -176,6 +189,8 @@ def image_render_errors(renderer, objects: dict, pairs: ImagePairs, depth_test: 
         de, dg = depth_est[int(pairs.pair_est[k])], depth_gt[int(pairs.pair_gt[k])]
         if cus is not None:
             cus[k] = cus_from_depth(de, dg)
+        if iou is not None:
+            iou[k] = mask_iou_from_depth(de, dg)
         if vsd is not None:
             box = _box(de > 0, dg > 0)
             if box is None:
@@ -184,5 +199,5 @@ def image_render_errors(renderer, objects: dict, pairs: ImagePairs, depth_test: 
             vsd[k] = vsd_from_distances(dist_test[box], _distance(de[box], px[box], py[box]),
                                         _distance(dg[box], px[box], py[box]),
                                         diameters[int(pairs.gt_obj[pairs.pair_gt[k]])], params)
-    return vsd, cus
+    return vsd, cus, iou
 

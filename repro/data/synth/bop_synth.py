@@ -13,6 +13,8 @@ What is generated (see ``card.py`` for the layout as documented in the dataset c
   ``bop19`` mode); ``test_targets_bop19.json``;
 * ``video`` scenes for tracking with a sidecar ``scene_sequence.json`` (timestamps, a frame-drop
   protocol, a passing occluder with its masks, objects moving on the table);
+  ``video_targets_bop19.json`` (every frame) and ``video_drop_targets_bop19.json`` (the frames a
+  tracker sees under the drop protocol: the dropped frames are neither seen nor scored);
 * onboarding data: posed object-centred views in a BOP-like ``onboarding/`` split and STORM-style
   masked references in ``onboarding_static/``.
 
@@ -35,7 +37,7 @@ import shutil
 import tempfile
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,6 +72,7 @@ STATIC_DIR = "onboarding_static"
 SEQUENCE_SIDECAR = "scene_sequence.json"
 OCCLUDER_MASK_DIR = "occluder_mask"
 VIDEO_TARGETS = "video_targets_bop19.json"
+VIDEO_DROP_TARGETS = "video_drop_targets_bop19.json"
 
 
 def _rng(seed: int, stream: str, *index: int) -> np.random.Generator:
@@ -659,6 +662,7 @@ def generate_video_split(writer: BopWriter, renderer: Renderer, cfg: SynthConfig
     """Video sequences (scene per sequence, im_id = frame index) with sidecars and occluder masks."""
     camera = make_camera(cfg)
     targets: dict[tuple[int, int], Targets] = {}
+    dropped: dict[int, list[int]] = {}
     n_gt = 0
     n = vcfg.n_frames
     with _progress(vcfg.n_sequences * n, SPLIT_VIDEO, progress) as bar:
@@ -738,11 +742,33 @@ def generate_video_split(writer: BopWriter, renderer: Renderer, cfg: SynthConfig
                 "camera_path": {"kind": "orbit", "azimuth_sweep_deg": math.degrees(sweep),
                                 "mean_distance_mm": d0},
                 "frames": frames})
+            dropped[scene_id] = drop
             n_gt += sum(len(im.gt) for im in images)
             for im_id, tg in targets_of(images, cfg.min_visib_fract).items():
                 targets[(scene_id, im_id)] = tg
     log.info("video: %d sequences x %d frames, %d GT instances", vcfg.n_sequences, n, n_gt)
-    return {"n_scenes": vcfg.n_sequences, "n_images": vcfg.n_sequences * n, "n_gt": n_gt, "targets": targets}
+    return {"n_scenes": vcfg.n_sequences, "n_images": vcfg.n_sequences * n, "n_gt": n_gt, "targets": targets,
+            "dropped": dropped}
+
+
+def drop_protocol_targets(targets: Mapping[tuple[int, int], Targets],
+                          dropped: Mapping[int, Collection[int]]) -> dict[tuple[int, int], Targets]:
+    """The video targets without the frames the drop protocol skips (``dropped``: scene -> im_ids)."""
+    return {(s, im): t for (s, im), t in targets.items() if im not in dropped.get(s, ())}
+
+
+def write_video_drop_targets(root: str | Path) -> Path:
+    """Write ``video_drop_targets_bop19.json`` of a generated dataset from its
+    ``video_targets_bop19.json`` and the ``scene_sequence.json`` sidecars (for datasets generated
+    before the file existed; the generator writes the same bytes)."""
+    from repro.data.bop import dumps_bop_json
+    from repro.fileio import atomic_write_text, read_json
+
+    root = Path(root)
+    dropped = {int(p.parent.name): set(read_json(p)["drop_protocol"]["dropped_im_ids"])
+               for p in sorted((root / SPLIT_VIDEO).glob(f"*/{SEQUENCE_SIDECAR}"))}
+    rows = [r for r in read_json(root / VIDEO_TARGETS) if int(r["im_id"]) not in dropped.get(int(r["scene_id"]), ())]
+    return atomic_write_text(root / VIDEO_DROP_TARGETS, dumps_bop_json(rows))
 
 
 # --------------------------------------------------------------------------- onboarding
@@ -887,7 +913,10 @@ def generate_bop_dataset(out_dir: str | Path, preset: str | SynthConfig = "defau
         if SPLIT_TEST in splits:
             writer.write_targets(splits[SPLIT_TEST]["targets"])
         if SPLIT_VIDEO in splits:
-            writer.write_targets(splits[SPLIT_VIDEO]["targets"], filename=VIDEO_TARGETS)
+            video = splits[SPLIT_VIDEO]
+            writer.write_targets(video["targets"], filename=VIDEO_TARGETS)
+            writer.write_targets(drop_protocol_targets(video["targets"], video.pop("dropped")),
+                                 filename=VIDEO_DROP_TARGETS)
         onboarding = generate_onboarding(writer, renderer, cfg, models, progress)
         split_summary = {}
         for name, s in splits.items():

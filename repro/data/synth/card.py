@@ -29,6 +29,8 @@ video/XXXXXX/                one scene per sequence, im_id = frame index, same f
                              moving objects (gt_id, displacement, yaw), per-frame flags
   occluder_mask/XXXXXX.png   visible pixels of the passing occluder (frames listed in the sidecar)
 video_targets_bop19.json     targets of the video frames (same rule as the test targets)
+video_drop_targets_bop19.json  the video targets without the drop protocol's dropped frames (a tracker
+                             under the protocol never sees them and they are not scored)
 onboarding/OOOOOO/           posed reference views of object OOOOOO (scene id = obj id, im_id = view):
                              rgb/ depth/ mask/ mask_visib/ scene_camera.json (cam_K) scene_gt.json
                              (cam_R_m2c, cam_t_m2c: model-to-camera, mm) scene_gt_info.json
@@ -42,7 +44,8 @@ from repro.data.bop import BopDataset
 
 test = BopDataset(root, split="test")                                   # targets from test_targets_bop19.json
 train = BopDataset(root, split="train_pbr")
-video = BopDataset(root, split="video", targets="video_targets_bop19.json")
+video = BopDataset(root, split="video", targets="video_targets_bop19.json")       # frame.video is True
+video_drop = BopDataset(root, split="video", targets="video_drop_targets_bop19.json")  # drop protocol
 onboarding = BopDataset(root, split="onboarding", targets=None)         # scene id = object id
 ```"""
 
@@ -126,7 +129,8 @@ def render_card(summary: Mapping[str, Any]) -> str:
         f"{cfg['video']['n_moving']} object(s) slide and turn on the table; during a window of frames a "
         "cylinder crosses between the camera and the objects (it is rendered into colour and depth, so it "
         "really occludes). The drop protocol in `scene_sequence.json` lists frames a fast-motion evaluation "
-        "skips; the frames themselves are all present.",
+        "skips; the frames themselves are all present, and `video_drop_targets_bop19.json` holds the targets "
+        "of the frames that remain.",
         f"- **Onboarding**: per object {onb['n_views']} views from directions spread over the whole sphere "
         "(Fibonacci spiral), each camera looking at the bounding-box centre from a distance that keeps the "
         f"whole object in view, on a plain background; and {onb['n_static']} STORM-style masked reference "
