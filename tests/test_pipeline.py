@@ -17,7 +17,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 COPY = ("dvc.yaml", "params.yaml", ".dvcignore", "conf", "repro", "methods")
 RUNS = {"oracle-synth_smoke": "bop", "oracle-synth_nocs_smoke": "nocs"}
-ALL_RUNS = [*RUNS, "registrar_gtmask-synth_smoke"]  # every (method, dataset) of the smoke experiment
+VARIANT = ("-S", "+method@methods.oracle_exact=oracle", "-S", "methods.oracle_exact.preset=exact",
+           "-S", "+methods.oracle_exact.datasets=[synth_smoke]")
+"""A named variant of the oracle restricted to one dataset, added on the command line."""
+ALL_RUNS = [*RUNS, "registrar_gtmask-synth_smoke", "oracle_exact-synth_smoke"]  # every (method entry, dataset)
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +65,7 @@ def project(tmp_path_factory) -> Path:
     _run(["git", "add", "-A"], proj)
     _run(["git", "commit", "-qm", "pipeline"], proj)
     t0 = time.monotonic()
-    _dvc("exp", "run", "-S", "experiment=smoke", cwd=proj)
+    _dvc("exp", "run", "-S", "experiment=smoke", *VARIANT, cwd=proj)
     (proj / "pipeline_seconds.txt").write_text(f"{time.monotonic() - t0:.1f}\n")
     return proj
 
@@ -97,6 +100,14 @@ def test_smoke_pipeline_writes_the_results_layout(project):
             assert scores["IoU50"] > 50 and metrics["nocs"]["IoU50"] == scores["IoU50"]
             assert (out / "category.json").is_file() and not (out / "estimates.csv").exists()
         assert sorted(p.name for p in (out / "shards").iterdir()) == ["scene_000001"]
+
+
+def test_named_variant_runs_under_its_key_on_its_datasets_only(project):
+    out = project / "results" / "oracle_exact" / "synth_smoke"
+    run = json.loads((out / "run.json").read_text())
+    assert (run["method"], run["method_class"], run["provenance"]["preset"]) == ("oracle_exact", "oracle", "exact")
+    assert json.loads((out / "scores_bop.json").read_text())["bop19_average_recall"] == 1.0
+    assert not (project / "results" / "oracle_exact" / "synth_nocs_smoke").exists()
 
 
 def test_report_index_is_built(project):

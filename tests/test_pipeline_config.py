@@ -39,7 +39,7 @@ def test_default_experiment_runs_each_method_on_the_datasets_of_its_task():
 
 def test_every_builtin_method_is_in_the_default_experiment_or_excluded_with_a_reason():
     cfg = compose(root=ROOT)
-    listed = set(cfg.methods)
+    listed = {str(entry.get("name") or key) for key, entry in cfg.methods.items()}  # registered classes
     excluded = dict(cfg.experiment.excluded_methods or {})
     missing = sorted(set(BUILTIN_METHODS) - listed - set(excluded))
     assert not missing, (f"registered methods {missing} are not in conf/experiment/default.yaml: add "
@@ -150,3 +150,98 @@ def test_dvc_hydra_composition_finds_the_resolver_through_the_plugin(tmp_path):
     params = yaml.safe_load(out.read_text())
     assert set(params["pipeline"]["data"]) == {"synth_smoke", "synth_nocs_smoke"}
     assert params["methods"]["oracle"]["preset"] == "exact"
+
+
+def _select(cfg, method: str, dataset: str):
+    """The config as a stage run in --params mode sees it: ``method`` / ``dataset`` name entries."""
+    from omegaconf import OmegaConf
+
+    OmegaConf.set_struct(cfg, False)
+    cfg.method, cfg.dataset = method, dataset
+    return cfg
+
+
+def _with_learner(monkeypatch):
+    import repro.registry
+
+    real = repro.registry.get_method_class
+    monkeypatch.setattr(repro.registry, "get_method_class", lambda n: _Trainable if n == "learner" else real(n))
+
+
+def test_named_variants_run_the_registered_class_under_their_key():
+    from repro.stages.config import method_entries
+
+    cfg = compose(["+method@methods.oracle_exact=oracle", "methods.oracle_exact.preset=exact"], root=ROOT)
+    entries = method_entries(cfg)
+    assert (entries["oracle_exact"].method_class, entries["oracle_exact"].preset) == ("oracle", "exact")
+    assert entries["oracle"].method_class == "oracle" and entries["oracle"].preset == "noisy"
+    plan = pipeline_plan(cfg, ROOT)
+    run = plan["infer_segm"]["oracle_exact-synth_default"]
+    assert (run["method"], run["out"]) == ("oracle_exact", "results/oracle_exact/synth_default")
+    assert "oracle_exact-synth_nocs_default" in plan["runs"]
+    method, _ = stage_pair(_select(cfg, "oracle_exact", "synth_default"))
+    assert (method.name, method.method_class, method.params["rot_noise_deg"]) == ("oracle_exact", "oracle", 0.0)
+
+
+def test_entry_datasets_restrict_its_runs_and_must_be_in_the_experiment():
+    base = ["+method@methods.oracle_exact=oracle"]
+    plan = pipeline_plan(compose([*base, "+methods.oracle_exact.datasets=[synth_nocs_default]"], root=ROOT), ROOT)
+    assert [k for k in plan["runs"] if k.startswith("oracle_exact")] == ["oracle_exact-synth_nocs_default"]
+    assert "oracle-synth_default" in plan["runs"]
+    with pytest.raises(ValueError, match=r"method entry 'oracle_exact': datasets lmo not in the experiment"):
+        pipeline_plan(compose([*base, "+methods.oracle_exact.datasets=[lmo]"], root=ROOT), ROOT)
+
+
+def test_checkpoint_from_shares_the_other_entrys_checkpoint(monkeypatch):
+    _with_learner(monkeypatch)
+    base = ["+method@methods.learner=oracle", "methods.learner.name=learner",
+            "+method@methods.learner_fast=oracle", "methods.learner_fast.name=learner"]
+    plan = pipeline_plan(compose([*base, "+methods.learner_fast.checkpoint_from=learner"], root=ROOT), ROOT)
+    assert set(plan["train"]) == {"learner-synth_default"}
+    assert plan["infer"]["learner_fast-synth_default"]["model"] == "artifacts/checkpoints/learner/synth_default"
+    assert plan["infer"]["learner_fast-synth_default"]["out"] == "results/learner_fast/synth_default"
+    only_fast = _select(compose([*base, "+methods.learner_fast.checkpoint_from=learner"], root=ROOT),
+                        "learner_fast", "synth_default")
+    alone = pipeline_plan(only_fast, ROOT)
+    assert set(alone["runs"]) == {"learner_fast-synth_default"}
+    assert set(alone["train"]) == {"learner-synth_default"}  # the checkpoint it loads is still made
+    with pytest.raises(ValueError, match=r"'learner_fast': checkpoint_from 'nobody' is not a method entry"):
+        pipeline_plan(compose([*base, "+methods.learner_fast.checkpoint_from=nobody"], root=ROOT), ROOT)
+    with pytest.raises(ValueError, match=r"'learner_fast': checkpoint_from 'oracle' is not trainable"):
+        pipeline_plan(compose([*base, "+methods.learner_fast.checkpoint_from=oracle"], root=ROOT), ROOT)
+
+
+def test_train_from_dataset_uses_the_other_datasets_checkpoint(monkeypatch):
+    _with_learner(monkeypatch)
+    base = ["+method@methods.learner=oracle", "methods.learner.name=learner",
+            "+dataset@datasets.synth_video=synth_video"]
+    plan = pipeline_plan(compose(base, root=ROOT), ROOT)
+    assert set(plan["train"]) == {"learner-synth_default"}
+    video = plan["infer"]["learner-synth_video"]
+    assert video["model"] == "artifacts/checkpoints/learner/synth_default"
+    assert video["root"] == "datasets/synth_default" and video["out"] == "results/learner/synth_video"
+    assert set(plan["data"]) == {"synth_default", "synth_nocs_default"}  # the video split is not generated
+    only = pipeline_plan(compose([*base, "dataset=synth_video"], root=ROOT), ROOT)
+    assert set(only["train"]) == {"learner-synth_default"} and set(only["data"]) == {"synth_default"}
+    assert set(only["runs"]) == {"learner-synth_video", "oracle-synth_video", "registrar_gtmask-synth_video"}
+    with pytest.raises(ValueError, match=r"dataset 'synth_video': train_from 'lmo' is not a dataset"):
+        pipeline_plan(compose([*base, "datasets.synth_video.train_from=lmo"], root=ROOT), ROOT)
+
+
+def test_dataset_targets_and_checkpoint_paths_resolve_per_run(monkeypatch):
+    from repro.stages.common import resolve_run
+
+    _with_learner(monkeypatch)
+    ov = ["+method@methods.learner=oracle", "methods.learner.name=learner",
+          "+method@methods.learner_fast=oracle", "methods.learner_fast.name=learner",
+          "+methods.learner_fast.checkpoint_from=learner", "+dataset@datasets.synth_video=synth_video"]
+    cfg = _select(compose(ov, root=ROOT), "learner_fast", "synth_video")
+    run = resolve_run(cfg, ROOT)
+    assert run.checkpoint_dir == ROOT / "artifacts" / "checkpoints" / "learner" / "synth_default"
+    assert run.results_dir == ROOT / "results" / "learner_fast" / "synth_video"
+    assert run.dataset.targets == "video_targets_bop19.json" and run.dataset.train_from == "synth_default"
+    assert run.tags() == {"method": "learner_fast", "method_class": "learner", "dataset": "synth_video"}
+    with pytest.raises(ValueError, match="BOP feature"):
+        cfg.datasets.synth_nocs_default.targets = "x.json"
+        cfg.dataset = "synth_nocs_default"
+        resolve_run(cfg, ROOT)

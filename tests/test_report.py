@@ -77,6 +77,15 @@ def extended(smoke_results, tmp_path_factory):
     _copy_run(src, results / "coop" / "lmo", method="coop", capabilities__uses_ground_truth=False,
               provenance__weights="pretrained", provenance__preset="paper",
               dataset={"name": "lmo", "root": str(base / "missing" / "lmo"), "split": "test"})
+    (results / "storm" / "synth_smoke" / "scores_tom.json").write_text(json.dumps({
+        "accuracy": 0.97, "seconds_per_frame": 0.0135,
+        "variants": {v: {"accuracy": a, "seconds_per_frame": t} for v, a, t in (
+            ("cosine", 0.8755, 0.0124), ("no_attention", 0.9523, 0.0122), ("attention1", 0.9836, 0.0135),
+            ("attention2", 0.9784, 0.0168))}}))
+    (results / "storm" / "synth_smoke" / "scores_train.json").write_text(json.dumps({"loss": 0.86}))
+    _copy_run(results / "storm" / "synth_smoke", results / "storm_hsfa0" / "synth_smoke", method="storm_hsfa0",
+              method_class="storm")
+    (results / "storm_hsfa0" / "synth_smoke" / "scores_train.json").write_text(json.dumps({"loss": 1.96}))
     shutil.copy(src / "estimates.csv", results / "mymethod_lmo-test.csv")
     shutil.copy(src / "scores_bop.json", results / "mymethod_lmo-test.scores_bop.json")
     shutil.copy(src / "estimates.csv", results / "lonely_ycbv-test.csv")
@@ -240,7 +249,7 @@ def test_our_rows_in_paper_tables(extended):
     html = report_html = index.html.read_text()
     tables = _parse(report_html).tables
     storm_other = tables["t-storm-t1-other"]
-    assert {cells[0] for _, cells in storm_other} == {"STORM (ours)", "oracle"}
+    assert {cells[0] for _, cells in storm_other} == {"STORM (ours)"}
     storm_row = next((cls, cells) for cls, cells in storm_other if cells[0] == "STORM (ours)")
     assert "synthetic-data" in storm_row[0] and "from-scratch-weights" in storm_row[0]
     assert "synthetic data" in storm_row[1][-1] and "from-scratch weights" in storm_row[1][-1]
@@ -253,11 +262,27 @@ def test_our_rows_in_paper_tables(extended):
     assert "no results of gspose yet" in html and "no results of storm yet" not in html
     assert index.table("storm-t4").status.startswith("the results of storm have none")
     for _, cells in tables["t-storm-t6"]:
-        if cells[0] == "STORM SOM (ours)":
+        if cells[0] == "SOM with language (ours)":
             assert "synthetic data" in cells[-1] and "from-scratch weights" in cells[-1]
     md = index.markdown.read_text()
     assert "| STORM (ours) | ds (synthetic) |" in md
     assert md.count("synthetic data · from-scratch weights") >= 4
+
+
+def test_variants_and_training_scores_in_the_ablation_tables(extended):
+    index, _ = extended
+    tables = _parse(index.html.read_text()).tables
+    t5 = {cells[0]: cells for cls, cells in tables["t-storm-t5"] if cls.startswith("ours")}
+    assert [t5[k][1:3] for k in ("Cosine similarity (ours)", "TOM w/o attention (ours)",
+                                 "TOM (attention, 1 layer) (ours)", "TOM (attention, 2 layers) (ours)")] == [
+        ["87.55", "12.4"], ["95.23", "12.2"], ["98.36", "13.5"], ["97.84", "16.8"]]
+    assert all("ds (synthetic)" in cells[-1] and "weights: from-scratch" in cells[-1] and "preset: cpu" in cells[-1]
+               for cells in t5.values())
+    t7 = {cells[0]: cells for cls, cells in tables["t-storm-t7"] if cls.startswith("ours")}
+    assert t7["0 layer HSFA (ours)"][1] == "1.96" and t7["3 layer HSFA (ours)"][1] == "0.86"
+    assert "7 layer HSFA (ours)" not in t7  # no run of that variant
+    board = _leaderboard(index.html.read_text())
+    assert {"storm", "storm_hsfa0"} <= {r["Method"] for r in board}
 
 
 def test_bare_csv_with_scores_and_without(extended):

@@ -160,3 +160,106 @@ def test_units_and_dataset_kinds(tmp_path):
     assert dataset_kind({"name": "real275", "root": "/nonexistent/real275"})[0] == "real"
     assert dataset_kind({"name": "synth_default"})[0] == "synthetic"
     assert dataset_kind({"name": "mystery"})[0] == "unknown"
+
+
+def test_nested_metric_keys_and_train_source():
+    from repro.report.collect import Run
+    from repro.report.metrics import lookup, measure, native_unit
+
+    assert check_metric("tom:variants.cosine.accuracy") is None and check_metric("train:loss") is None
+    assert "between its dots" in check_metric("tom:variants..accuracy")
+    scores = {"variants": {"cosine": {"accuracy": 0.875, "seconds_per_frame": 0.0124}}, "a.b": 1.0}
+    assert lookup(scores, "variants.cosine.accuracy") == 0.875 and lookup(scores, "a.b") == 1.0
+    assert lookup(scores, "variants.nope.accuracy") is None and lookup(scores, "variants.cosine.accuracy.x") is None
+    run = Run(method="storm", dataset="synth_default", dataset_kind="synthetic", weights="from-scratch",
+              preset="cpu", uses_ground_truth=False, task="instance", split="test", path=Path("r"),
+              scores={"tom": scores, "train": {"loss": 0.86}})
+    assert measure(run, "tom:variants.cosine.accuracy").value == 0.875
+    assert measure(run, "train:loss").value == 0.86 and native_unit("train:loss") == "none"
+    assert native_unit("tom:variants.cosine.seconds_per_frame") == "s"
+    assert native_unit("tom:variants.time_limited.accuracy") == "fraction"
+
+
+_VARIANT_PAPER = """
+paper: {key: x, title: X, short: X, source: x.txt, method: storm}
+tables:
+  - id: x-t1
+    number: 1
+    caption: A caption.
+    setting: somewhere
+    unit: percent
+    dataset: lmo
+    ours:
+      - {method: storm, label: "plain (ours)"}
+      - {method: storm, label: "cosine (ours)", metrics: {acc: "tom:variants.cosine.accuracy"}}
+      - {method: storm_small, label: "small variant (ours)"}
+    columns:
+      - {key: m, label: M, kind: text}
+      - {key: acc, label: Accuracy, metric: "tom:accuracy"}
+      - {key: loss, label: Loss, unit: none, metric: "train:loss"}
+    sections:
+      - rows: [[published row, 90.0, 1.5]]
+"""
+
+
+def _variant_runs(dataset: str, kind: str) -> list:
+    from repro.report.collect import Run
+
+    def run(method: str, acc: float, cos: float, loss: float) -> Run:
+        return Run(method=method, dataset=dataset, dataset_kind=kind, weights="from-scratch", preset="cpu",
+                   uses_ground_truth=False, task="instance", split="test", path=Path(method) / dataset,
+                   scores={"tom": {"accuracy": acc, "variants": {"cosine": {"accuracy": cos}}},
+                           "train": {"loss": loss}})
+
+    return [run("storm", 0.95, 0.85, 0.9), run("storm_small", 0.9, 0.8, 1.9)]
+
+
+def test_ours_rows_with_per_column_metrics_and_variants():
+    from repro.report.tables import other_data_table, paper_table
+
+    paper = parse_paper(_VARIANT_PAPER)
+    spec = paper.tables[0]
+    assert dict(spec.ours[1].metrics) == {"acc": "tom:variants.cosine.accuracy"}
+    main = paper_table(paper, spec, _variant_runs("lmo", "real"))
+    ours = {r.cells[0].text: [c.text for c in r.cells[1:]] for r in main.rows("ours")}
+    assert ours["plain (ours)"][:2] == ["95.0", "0.9"]
+    assert ours["cosine (ours)"][:2] == ["85.0", "0.9"]
+    assert ours["small variant (ours)"][:2] == ["90.0", "1.9"]
+    assert "weights: from-scratch" in ours["small variant (ours)"][2]
+    other = other_data_table(paper, spec, _variant_runs("synth_default", "synthetic"))
+    assert other is not None and other.columns == ("Method", "Dataset", "Accuracy (%)", "training loss", "Source")
+    rows = {r.cells[0].text: [c.text for c in r.cells[1:]] for r in other.rows()}
+    assert rows["plain (ours)"][1:3] == ["95.0", "0.9"] and rows["cosine (ours)"][1:3] == ["85.0", "0.9"]
+    assert rows["small variant (ours)"][1:3] == ["90.0", "1.9"]
+    for cells in rows.values():
+        assert cells[0] == "synth_default (synthetic)" and "weights: from-scratch · preset: cpu" in cells[-1]
+
+
+def test_ours_metrics_must_name_number_columns():
+    bad = _VARIANT_PAPER.replace('metrics: {acc: "tom:variants.cosine.accuracy"}', 'metrics: {m: "tom:accuracy"}')
+    with pytest.raises(DataFormatError, match=r"ours\[1\]\.metrics.*'m' is not a number column"):
+        parse_paper(bad)
+    bad = _VARIANT_PAPER.replace('"tom:variants.cosine.accuracy"', '"tom:variants..accuracy"')
+    with pytest.raises(DataFormatError, match="between its dots"):
+        parse_paper(bad)
+
+
+def test_storm_tables_name_the_ablation_variants():
+    t = {t.id: t for p in load_papers() for t in p.tables}
+    assert [(o.method, o.label) for o in t["storm-t1"].ours] == [
+        ("storm", "STORM (ours)"),
+        ("storm_cosseg", "Cosine-matching segmentation + registrar (CNOS-like baseline, no SAM)"),
+        ("registrar_gtmask", "Ground-truth mask + registrar (upper bound)")]
+    cols = {c.key: c for c in t["storm-t1"].columns}
+    assert cols["ar"].label == "Mean AR (BOP)" and cols["ar_storm"].metric == "bop:ar_storm"
+    assert all(r.cells[-1].text == "-" for s in t["storm-t1"].sections for r in s.rows)
+    assert {c.key: c.metric for c in t["storm-t3"].columns}["iou"] == "bop:mean_mask_iou"
+    assert [o.method for o in t["storm-t3"].ours] == ["storm_unaligned", "storm", "storm_cad"]
+    assert [o.method for o in t["storm-t4"].ours] == ["storm", "storm_notom", "registrar_*"]
+    t5 = t["storm-t5"].ours
+    assert [o.method for o in t5] == ["storm"] * 4
+    assert [dict(o.metrics)["acc"] for o in t5] == [f"tom:variants.{v}.accuracy" for v in
+                                                    ("cosine", "no_attention", "attention1", "attention2")]
+    assert [o.method for o in t["storm-t6"].ours] == ["storm_nolang", "storm"]
+    assert [o.method for o in t["storm-t7"].ours] == ["storm_hsfa0", "storm", "storm_hsfa7"]
+    assert {c.key: c.metric for c in t["storm-t7"].columns}["loss"] == "train:loss"

@@ -2,9 +2,12 @@
 
 Sources are the files of a results directory: ``bop`` (``scores_bop.json``), ``segm`` / ``bbox``
 (``scores_coco_segm.json`` / ``scores_coco_bbox.json``), ``nocs`` (``scores_nocs.json``), ``tom``
-(``scores_tom.json``: STORM's tracking-loss classifier, keys ``accuracy`` and ``seconds_per_frame``)
-and ``timing`` (``timings.csv``: ``frame`` = mean ± std of the per-frame total after warm-up,
-``frame_median``). BOP and COCO recalls/APs are fractions, NOCS mAPs percent, times seconds.
+(``scores_tom.json``: STORM's tracking-loss classifier, keys ``accuracy`` and ``seconds_per_frame``,
+per variant under ``variants.<name>``), ``train`` (``scores_train.json``: training-time numbers such
+as the final ``loss``, unit ``none``) and ``timing`` (``timings.csv``: ``frame`` = mean ± std of the
+per-frame total after warm-up, ``frame_median``). BOP and COCO recalls/APs are fractions, NOCS mAPs
+percent, times seconds. A key may be a dotted path into nested objects: ``tom:variants.cosine.accuracy`` reads
+``scores_tom.json["variants"]["cosine"]["accuracy"]`` (a flat key of that name wins).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ SOURCES: Mapping[str, tuple[str, str]] = {
     "bbox": ("scores_coco_bbox.json", "fraction"),
     "nocs": ("scores_nocs.json", "percent"),
     "tom": ("scores_tom.json", "fraction"),
+    "train": ("scores_train.json", "none"),
     "timing": ("timings.csv", "s"),
 }
 TIMING_KEYS = ("frame", "frame_median")
@@ -61,6 +65,7 @@ LABELS: Mapping[str, str] = {
     "timing:frame": "time / frame",
     "tom:accuracy": "TOM accuracy",
     "tom:seconds_per_frame": "TOM time",
+    "train:loss": "training loss",
 }
 
 
@@ -81,12 +86,27 @@ def check_metric(name: str) -> str | None:
         return f"metric {name!r}: unknown source {source!r} (one of {', '.join(SOURCES)})"
     if source == "timing" and key not in TIMING_KEYS:
         return f"metric {name!r}: timing keys are {', '.join(TIMING_KEYS)}"
+    if any(not part.strip() for part in key.split(".")):
+        return f"metric {name!r}: a nested key needs a name between its dots"
     return None
+
+
+def lookup(scores: Mapping[str, Any], key: str) -> Any:
+    """``scores[key]``, else the dotted path ``a.b.c`` through nested objects (``None`` when absent)."""
+    if key in scores:
+        return scores[key]
+    node: Any = scores
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
 
 
 def native_unit(metric: str) -> str:
     source, _, key = metric.partition(":")
-    if "time" in key or "seconds" in key or source == "timing":
+    leaf = key.rsplit(".", 1)[-1]
+    if "time" in leaf or "seconds" in leaf or source == "timing":
         return "s"
     return SOURCES[source][1]
 
@@ -155,7 +175,7 @@ def measure(run: Run, metric: str, *, obj: int | None = None,
     if obj is not None or objs is not None:
         value = _objects_mean(scores, source, key, objs, obj)
     else:
-        value = _num(scores.get(key))
+        value = _num(lookup(scores, key))
     if value is None or (source in ("segm", "bbox") and value < 0):
         return None
     return Measured(value)

@@ -13,7 +13,8 @@ One YAML file per paper lives in ``repro/report/published/``::
         task: tracking                               # optional: only runs of this task fill it
         label_column: method                         # optional: where our rows' label goes (default: first text)
         ours:                                        # which of our methods make rows, in order
-          - {method: storm, label: "STORM (ours)", text: {column-key: text}, metric: "segm:AP50"}
+          - {method: storm, label: "STORM (ours)", text: {column-key: text}, metric: "segm:AP50",
+             metrics: {column-key: "tom:variants.cosine.accuracy"}}   # per-column metric of this row
         columns:
           - {key, label, kind: text}                 # text column (first one = row label)
           - {key, label, metric: "bop:recall_ad", dataset: lmo, obj: 6, objs: [..] | all,
@@ -106,12 +107,19 @@ class Column:
 
 @dataclass(frozen=True)
 class OursRow:
-    """Which of our methods (a glob on the method name) make rows of a table, and how they are labelled."""
+    """Which of our methods (a glob on the run's method name, i.e. the experiment's entry key) make
+    rows of a table, how they are labelled, and which metrics fill the row (``metrics``: per column
+    key, overriding ``metric``, which overrides the column's and section's)."""
 
     method: str
     label: str = "{method}"
     text: tuple[tuple[str, str], ...] = ()
     metric: str | None = None
+    metrics: tuple[tuple[str, str], ...] = ()
+
+    def metric_for(self, column_key: str) -> str | None:
+        """This row's metric for a column: its per-column one, else its row-wide one."""
+        return dict(self.metrics).get(column_key) or self.metric
 
 
 @dataclass(frozen=True)
@@ -364,7 +372,7 @@ class _Checker:
         raise self.fail(where, f"must be a number, {MISSING!r} (not reported) or 'value±spread', got {v!r}")
 
     def ours(self, obj: Any, where: str, columns: Sequence[Column]) -> OursRow:
-        o = self.mapping(obj, where, ("method",), ("label", "text", "metric"))
+        o = self.mapping(obj, where, ("method",), ("label", "text", "metric", "metrics"))
         text = o.get("text") or {}
         if not isinstance(text, dict):
             raise self.fail(f"{where}.text", "must map text column keys to text")
@@ -372,10 +380,20 @@ class _Checker:
         for k in text:
             if k not in text_keys:
                 raise self.fail(f"{where}.text", f"{k!r} is not a text column")
+        metrics = o.get("metrics") or {}
+        if not isinstance(metrics, dict):
+            raise self.fail(f"{where}.metrics", "must map number column keys to metrics")
+        number_keys = {c.key for c in columns if not c.is_text and not c.compute}
+        for k in metrics:
+            if k not in number_keys:
+                raise self.fail(f"{where}.metrics", f"{k!r} is not a number column of this table (computed "
+                                "columns follow their inputs)")
         return OursRow(method=self.text(o["method"], f"{where}.method"),
                        label=self.text(o.get("label", "{method}"), f"{where}.label"),
                        text=tuple((str(k), self.text(v, f"{where}.text.{k}", empty=True)) for k, v in text.items()),
-                       metric=self.metric(o.get("metric"), f"{where}.metric"))
+                       metric=self.metric(o.get("metric"), f"{where}.metric"),
+                       metrics=tuple((str(k), self.metric(v, f"{where}.metrics.{k}") or "")
+                                     for k, v in metrics.items()))
 
 
 def parse_paper(text: str, path: str | Path = "<string>") -> PaperSpec:
@@ -411,7 +429,8 @@ def load_papers(paths: Sequence[str | Path] | None = None) -> tuple[PaperSpec, .
 
 
 def metric_of(section: Section, column: Column, ours: OursRow | None) -> str | None:
-    """The metric that fills a cell: the ours-row override, else the column's, else the section's."""
+    """The metric that fills a cell: the ours row's (per column, then row-wide), else the column's,
+    else the section's."""
     if column.is_text or column.compute:
         return None
-    return (ours.metric if ours else None) or column.metric or section.metric
+    return (ours.metric_for(column.key) if ours else None) or column.metric or section.metric

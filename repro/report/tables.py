@@ -235,31 +235,58 @@ def paper_table(paper: PaperSpec, spec: TableSpec, runs: Sequence[Run]) -> Table
                  status=status, paper=paper.key)
 
 
-def _other_metrics(spec: TableSpec) -> list[tuple[str, Column, int]]:
-    """The distinct metrics of a table (per-object columns left out), for runs on other data."""
-    out: dict[tuple[str, str | None], tuple[str, Column, int]] = {}
+@dataclass(frozen=True)
+class _OtherColumn:
+    """A column of the "our runs on other data" table: the metric (``None``: only rows with a
+    per-column metric fill it), the column it comes from (dataset-free) and how it is printed."""
+
+    metric: str | None
+    col: Column
+    decimals: int
+    header: str
+
+    def metric_for(self, ours: OursRow) -> str | None:
+        return dict(ours.metrics).get(self.col.key) or self.metric
+
+
+def _other_metrics(spec: TableSpec) -> list[_OtherColumn]:
+    """The distinct metrics of a table (per-object columns left out), for runs on other data; a
+    column that our rows fill with their own per-column metrics is one column."""
+    unit_name = {"percent": " (%)", "fraction": "", "s": " (s)", "ms": " (ms)", "none": ""}
+    out: dict[tuple[str | None, str | None, str], _OtherColumn] = {}
     for i, col in enumerate(spec.columns):
         if col.is_text or col.compute or col.obj is not None:
             continue
-        names = [o.metric for o in spec.ours if o.metric]
+        per_column = any(col.key in dict(o.metrics) for o in spec.ours)
+        names: list[str | None] = [o.metric for o in spec.ours if o.metric]
         if not names:
             names = [col.metric] if col.metric else [s.metric for s in spec.sections if s.metric]
+        if per_column and not names:
+            names = [None]
         for name in names:
             generic = replace(col, dataset=None, datasets=(), objs="all" if col.objs is not None else None)
-            out.setdefault((name, generic.objs if isinstance(generic.objs, str) else None),
-                           (name, generic, _decimals(spec, i)))
+            label = col.label if per_column or name is None else LABELS.get(name, name)
+            header = f"{label}{' (object mean)' if generic.objs == 'all' else ''}"
+            if not header.endswith(unit_name[col.unit]):
+                header += unit_name[col.unit]
+            key = (name, generic.objs if isinstance(generic.objs, str) else None, col.key if per_column else "")
+            out.setdefault(key, _OtherColumn(name, generic, _decimals(spec, i), header))
     return list(out.values())
 
 
 def other_data_table(paper: PaperSpec, spec: TableSpec, runs: Sequence[Run]) -> Table | None:
-    """Our runs of a table's methods on datasets the table is not about (synthetic data, other benchmarks)."""
+    """Our runs of a table's methods on datasets the table is not about (synthetic data, other benchmarks).
+
+    A run makes one row per ours entry it matches, except that entries measuring the same metrics
+    (an exact name and a glob, say) give it one row only (the first entry's label)."""
     if not any(r.method == spec.method for r in runs):
         return None
-    seen: set[str] = set()
+    seen: set[tuple] = set()
     picked: list[tuple[OursRow, Run]] = []
     for o, r in _candidates(spec, runs):
-        if not _matches(spec, r) and str(r.path) not in seen:
-            seen.add(str(r.path))
+        key = (str(r.path), o.metric, o.metrics)
+        if not _matches(spec, r) and key not in seen:
+            seen.add(key)
             picked.append((o, r))
     metrics = _other_metrics(spec)
     if not picked or not metrics:
@@ -267,22 +294,20 @@ def other_data_table(paper: PaperSpec, spec: TableSpec, runs: Sequence[Run]) -> 
     rows = []
     for o, r in picked:
         cells = [Cell(o.label.format(method=r.method)), Cell(r.dataset_label)]
-        for name, col, dec in metrics:
-            got = _value(r, name, col)
-            cells.append(Cell(fmt(got[0], dec), got[0]) if got else Cell(MISSING))
+        for m in metrics:
+            name = m.metric_for(o)
+            got = _value(r, name, m.col) if name else None
+            cells.append(Cell(fmt(got[0], m.decimals), got[0]) if got else Cell(MISSING))
         if all(c.value is None for c in cells[2:]):
             continue
         origin = f"ours: {r.describe()}"
         rows.append(Row(cells=(*cells, Cell(origin)), source="ours", origin=origin, flags=r.flags()))
     if not rows:
         return None
-    unit_name = {"percent": " (%)", "fraction": "", "s": " (s)", "ms": " (ms)", "none": ""}
-    headers = [f"{LABELS.get(n, n)}{' (object mean)' if c.objs == 'all' else ''}{unit_name[c.unit]}"
-               for n, c, _ in metrics]
     wanted = ", ".join(display_name(d) for d in sorted(spec.datasets())) or "-"
     return Table(id=f"{spec.id}-other", kind="other",
                  title=f"{paper.short} — Table {spec.number}: our runs on other data",
-                 columns=("Method", "Dataset", *headers, "Source"),
+                 columns=("Method", "Dataset", *(m.header for m in metrics), "Source"),
                  numeric=(False, False, *(True for _ in metrics), False), sections=(RowGroup("", tuple(rows)),),
                  caption=(f"Runs of the table's methods on data other than the paper's ({wanted}): the same metrics, "
                           "listed apart because they are not comparable cell by cell with the published numbers."),

@@ -4,7 +4,8 @@
 
 BOP datasets: ``scores_bop.json`` (BOP19 AR with VSD/MSSD/MSPD and the ADD family, Proj) and, when
 the run has ``segmentation.json``, ``scores_coco_segm.json`` (BOP22 AP). NOCS datasets:
-``scores_nocs.json``. Plus ``metrics.json``, the small summary DVC tracks as metrics. With a
+``scores_nocs.json``. BOP evaluation (poses and masks) covers the images of the dataset's ``targets``
+file when it names one. Plus ``metrics.json``, the small summary DVC tracks as metrics. With a
 launcher other than ``local`` the BOP pose errors (the expensive part: VSD renders) are computed per
 scene shard by launched jobs (``shards/scene_XXXXXX/eval_bop.npz``) and scored here in one pass,
 giving the same numbers as a single-process evaluation.
@@ -37,7 +38,8 @@ SCORES_BOP, SCORES_COCO, SCORES_NOCS, METRICS = (
 SUMMARY_KEYS = {
     "bop19": ("bop19_average_recall", "bop19_average_recall_vsd", "bop19_average_recall_mssd",
               "bop19_average_recall_mspd", "recall_ad", "recall_add", "recall_adi", "recall_proj", "recall_cus",
-              "auc_add", "auc_adi", "bop19_average_time_per_image"),
+              "auc_add", "auc_adi", "auc_add_storm", "auc_adi_storm", "ar_storm", "mean_mask_iou", "recall_iou",
+              "bop19_average_time_per_image"),
     "coco_segm": ("AP", "AP50", "AP75", "AR100"),
     "nocs": ("IoU25", "IoU50", "IoU75", "5deg2cm", "5deg5cm", "10deg2cm", "10deg5cm", "10deg10cm"),
 }
@@ -60,7 +62,8 @@ def bop_eval_fingerprint(run: RunSpec, ecfg: dict[str, Any]) -> str:
 
     return config_fingerprint({
         "estimates": path_fingerprint(run.results_dir / ESTIMATES), "dataset": dataset_fingerprint(run.dataset_root),
-        "split": run.dataset.split, "metrics": path_fingerprint(Path(repro.metrics.__file__).parent, suffixes=(".py",)),
+        "split": run.dataset.split, "targets": run.dataset.targets,
+        "metrics": path_fingerprint(Path(repro.metrics.__file__).parent, suffixes=(".py",)),
         "errors": list(ecfg.get("bop_errors") or []), "renderer": ecfg.get("renderer"), "device": ecfg.get("device")})
 
 
@@ -77,7 +80,8 @@ def compute_bop_shard(run: RunSpec, ecfg: dict[str, Any], scene: int, fingerprin
     from repro.results import read_bop_csv_arrays
 
     d = shard_dir(run.results_dir, scene)
-    with BopEvaluator(run.dataset_root, split=run.dataset.split or "test", config=_bop_config(ecfg)) as ev:
+    with BopEvaluator(run.dataset_root, split=run.dataset.split or "test", targets_file=run.dataset.targets,
+                      config=_bop_config(ecfg)) as ev:
         arrays = read_bop_csv_arrays(run.results_dir / ESTIMATES)
         tasks = [t for t in build_tasks(ev.dataset, arrays, ev.config) if t.scene_id == scene]
         per_task = ev.compute_errors(tasks)
@@ -106,7 +110,8 @@ def score_bop_shards(run: RunSpec, ecfg: dict[str, Any], scenes: list[int]) -> d
                 key, _, err = name.partition("/")
                 sid, _, iid = key.partition("_")
                 errors.setdefault((int(sid), int(iid)), {})[err] = z[name]
-    with BopEvaluator(run.dataset_root, split=run.dataset.split or "test", config=_bop_config(ecfg)) as ev:
+    with BopEvaluator(run.dataset_root, split=run.dataset.split or "test", targets_file=run.dataset.targets,
+                      config=_bop_config(ecfg)) as ev:
         arrays = read_bop_csv_arrays(run.results_dir / ESTIMATES)
         tasks = build_tasks(ev.dataset, arrays, ev.config)
         missing = [(t.scene_id, t.im_id) for t in tasks if (t.scene_id, t.im_id) not in errors]
@@ -147,7 +152,7 @@ def evaluate(ctx: StageContext) -> dict[str, dict[str, float]]:
     scores: dict[str, dict[str, Any]] = {}
     written: list[Path] = []
     params = {**run.params(), "eval": ecfg, "launcher": launcher.name}
-    with ctx.tracked(f"evaluate {run.key}", params, tags={"method": run.method.name, "dataset": run.dataset.name},
+    with ctx.tracked(f"evaluate {run.key}", params, tags=run.tags(),
                      dataset_hash=dataset_fingerprint(run.dataset_root)) as tracked:
         if run.dataset.format == "bop":
             scores["bop19"] = _evaluate_bop(ctx, run, ecfg, launcher)
@@ -156,7 +161,8 @@ def evaluate(ctx: StageContext) -> dict[str, dict[str, float]]:
                 from repro.metrics.coco import evaluate_coco
 
                 scores["coco_segm"] = evaluate_coco(run.dataset_root, out / SEGMENTATION, ann_type="segm",
-                                                    split=run.dataset.split or "test")
+                                                    split=run.dataset.split or "test",
+                                                    targets_file=run.dataset.targets)
                 written.append(atomic_write_json(out / SCORES_COCO, scores["coco_segm"]))
             else:
                 (out / SCORES_COCO).unlink(missing_ok=True)
@@ -181,11 +187,13 @@ def _evaluate_bop(ctx: StageContext, run: RunSpec, ecfg: dict[str, Any], launche
 
     if launcher.local:
         return evaluate_bop(run.dataset_root, run.results_dir / ESTIMATES, errors=list(ecfg.get("bop_errors") or []),
-                            split=run.dataset.split or "test", renderer_backend=str(ecfg.get("renderer", "auto")),
+                            split=run.dataset.split or "test", targets_file=run.dataset.targets,
+                            renderer_backend=str(ecfg.get("renderer", "auto")),
                             device=str(ecfg.get("device", "cpu")), progress=False)
     from repro.data.bop import BopDataset
 
-    scenes = BopDataset(run.dataset_root, split=run.dataset.split or "test").scene_ids()
+    scenes = BopDataset(run.dataset_root, split=run.dataset.split or "test",
+                        targets=run.dataset.targets or "auto").scene_ids()
     fp = bop_eval_fingerprint(run, ecfg)
     pending = [s for s in scenes if not _shard_done(run, s, fp)]
     shard = {"stage": "evaluate", "fingerprint": fp, "root": str(ctx.root)}

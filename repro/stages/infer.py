@@ -2,8 +2,10 @@
 
     python -m repro.stages.infer method=oracle dataset=synth_default [launcher=joblib] [overrides]
 
-Writes ``results/<method>/<dataset>/`` (``estimates.csv`` / ``segmentation.json`` /
+Writes ``results/<method key>/<dataset>/`` (``estimates.csv`` / ``segmentation.json`` /
 ``category.json``, ``timings.csv``, ``run.json``; shards under ``shards/``) and logs an MLflow run.
+A trainable method's training-time scores (``scores_*.json`` in its checkpoint folder) are copied
+into the results folder, replacing ones an earlier run left there.
 """
 
 from __future__ import annotations
@@ -29,14 +31,25 @@ from repro.inference import (
 )
 from repro.launch import LauncherConfig, launch_shards
 from repro.stages.app import StageContext, run_stage
-from repro.stages.common import RunSpec, build_method, dataset_record, job_config, open_run_dataset, resolve_run
+from repro.stages.common import (
+    RunSpec,
+    build_method,
+    copy_train_scores,
+    dataset_record,
+    job_config,
+    open_run_dataset,
+    resolve_run,
+)
 from repro.stages.config import to_plain
 
 log = logging.getLogger(__name__)
 
 
 def _fingerprint(run: RunSpec, method: Any, dataset: Any, max_frames: int | None) -> str:
-    extra = {"checkpoint": path_fingerprint(run.checkpoint_dir)} if method.capabilities.trainable else {}
+    extra: dict[str, Any] = {"checkpoint": path_fingerprint(run.checkpoint_dir)} if method.capabilities.trainable \
+        else {}
+    if run.dataset.targets:
+        extra["targets"] = run.dataset.targets
     return run_fingerprint(method, dataset, max_frames=max_frames, extra=extra)
 
 
@@ -57,7 +70,7 @@ def infer(ctx: StageContext) -> dict[str, Any]:
         resume = bool(icfg.get("resume", True))
         start = time.perf_counter()
         params = {**run.params(), "infer": icfg, "launcher": launcher.name}
-        with ctx.tracked(f"infer {run.key}", params, tags={"method": run.method.name, "dataset": run.dataset.name},
+        with ctx.tracked(f"infer {run.key}", params, tags=run.tags(),
                          dataset_hash=dataset_fingerprint(run.dataset_root)) as tracked:
             if launcher.local:
                 records, reused = run_shards(method, dataset, out, scenes, fingerprint=fp, resume=resume,
@@ -71,18 +84,21 @@ def infer(ctx: StageContext) -> dict[str, Any]:
                               ctx.path("artifacts/launch") / "infer" / run.method.name / run.dataset.name)
                 records = _collect(out, scenes, fp)
             files = merge_shards(out, records)
+            train_scores = copy_train_scores(run, trainable=method.capabilities.trainable)
             wall = time.perf_counter() - start
             write_run_json(out, method, dataset, records, fingerprint=fp, wall_seconds=wall, run_info={
+                "method": run.method.name, "method_class": run.method.method_class,
                 "params": dict(run.method.params), "preset": run.method.preset, "seed": run.seed,
                 "dataset": dataset_record(run, dataset), "launcher": launcher.name,
-                "checkpoint": str(run.checkpoint_dir) if method.capabilities.trainable else None})
+                "checkpoint": str(run.checkpoint_dir) if method.capabilities.trainable else None,
+                "train_scores": [p.name for p in train_scores]})
             n_frames = sum(r.n_frames for r in records)
             seconds = sum(r.seconds for r in records)
             metrics = {"n_frames": n_frames, "n_estimates": sum(r.n_estimates for r in records), "seconds": seconds,
                        "frames_per_second": n_frames / seconds if seconds > 0 else 0.0, "wall_seconds": wall,
                        "shards_run": len(records) - reused, "shards_reused": reused}
             tracked.log_metrics(metrics)
-            for path in (*files.values(), out / "run.json"):
+            for path in (*files.values(), *train_scores, out / "run.json"):
                 tracked.log_artifact(path, "results")
     log.info("%s: %d frames in %d shards (%d reused) -> %s", run.key, n_frames, len(records), reused, out)
     return metrics

@@ -126,7 +126,7 @@ def profile(ctx: StageContext) -> dict[str, Any]:
     run = resolve_run(ctx.cfg, ctx.root, ctx.overrides)
     pcfg = to_plain(ctx.cfg.get("profile")) or {}
     params = {**run.params(), "profile": pcfg}
-    with ctx.tracked(f"profile {run.key}", params, tags={"method": run.method.name, "dataset": run.dataset.name},
+    with ctx.tracked(f"profile {run.key}", params, tags=run.tags(),
                      dataset_hash=dataset_fingerprint(run.dataset_root)) as tracked:
         dataset = open_run_dataset(run)
         with build_method(run) as method:
@@ -134,7 +134,8 @@ def profile(ctx: StageContext) -> dict[str, Any]:
                                   frames=int(pcfg.get("frames", 10)),
                                   cache_dir=ctx.path(ctx.cfg.paths.onboarding_cache))
         dev = device_info()
-        extra = {"dataset": run.dataset.name, "device": dev["device"], "cpu": dev["cpu"], **thread_info(),
+        extra = {"method": run.method.name, "method_class": run.method.method_class,
+                 "dataset": run.dataset.name, "device": dev["device"], "cpu": dev["cpu"], **thread_info(),
                  "preset": run.method.preset}
         path, csv = write_profile(run.results_dir, prof, extra)
         tracked.log_metrics({"frames_per_second": prof["frames_per_second"] or 0.0,

@@ -2,10 +2,11 @@
 
     python -m repro.stages.train method=NAME dataset=synth_default
 
-Fits on the dataset's ``train_split`` and writes ``artifacts/checkpoints/<method>/<dataset>/``
-(to a temporary folder first, renamed into place when complete). The MLflow run is the active one
-for the fit: ``MLFLOW_TRACKING_URI`` and ``MLFLOW_RUN_ID`` point at it while the method trains, so
-its training curves land in the same run.
+Fits on the dataset's ``train_split`` and writes ``artifacts/checkpoints/<method key>/<dataset>/``
+(to a temporary folder first, renamed into place when complete). Entries with ``checkpoint_from``
+and datasets with ``train_from`` train nothing (their runs load another entry's / dataset's
+checkpoint). The MLflow run is the active one for the fit: ``MLFLOW_TRACKING_URI`` and
+``MLFLOW_RUN_ID`` point at it while the method trains, so its training curves land in the same run.
 """
 
 from __future__ import annotations
@@ -45,13 +46,19 @@ def _env(values: Mapping[str, str | None]) -> Iterator[None]:
 def train(ctx: StageContext) -> dict[str, Any]:
     """Run the stage; returns the checkpoint folder and the training time."""
     run = resolve_run(ctx.cfg, ctx.root, ctx.overrides)
+    if run.method.checkpoint_from is not None:
+        raise ValueError(f"method entry {run.method.name!r} trains nothing: it uses the checkpoints of "
+                         f"{run.method.checkpoint_from!r} (train that: method={run.method.checkpoint_from})")
+    if run.dataset.train_from is not None:
+        raise ValueError(f"dataset {run.dataset.name!r} trains nothing: methods use the checkpoints trained on "
+                         f"{run.dataset.train_from!r} (train on that: dataset={run.dataset.train_from})")
     with build_method(run, load_checkpoint=False) as method:
         if not method.capabilities.trainable:
             raise ValueError(f"method {run.method.name!r} is not trainable (nothing to train)")
         data = open_run_dataset(run, split=run.dataset.train_split)
         ckpt = run.checkpoint_dir
         with ctx.tracked(f"train {run.key}", {**run.params(), "train_split": run.dataset.train_split},
-                         tags={"method": run.method.name, "dataset": run.dataset.name},
+                         tags=run.tags(),
                          dataset_hash=dataset_fingerprint(run.dataset_root)) as tracked:
             start = time.perf_counter()
             uri = tracking_uri(ctx.root, ctx.tracking) if tracked.active else None
