@@ -21,6 +21,7 @@ ENTRY_POINT_GROUP = "repro.methods"
 BUILTIN_METHODS: Mapping[str, str] = {
     "oracle": "methods.baselines.oracle:OracleMethod",
     "registrar_gtmask": "methods.baselines.registrar_gtmask:RegistrarGTMask",
+    "storm": "methods.storm.method:StormMethod",
 }
 """Methods shipped with the suite: name -> ``module:Class``. Keep in sync with pyproject's
 entry points (a test checks that they agree)."""

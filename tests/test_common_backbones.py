@@ -344,3 +344,35 @@ def test_state_dict_mapping_rejects_ambiguous_specs():
         StateDictMapping(source_layer="layers.", target_layer="h.{i}.")
     with pytest.raises(ValueError, match="three distinct"):
         FusedQKV(fused="qkv.{kind}", separate="{part}.{kind}", parts=("q", "q", "v"))
+
+
+def test_convnet_backbone_shapes_determinism_and_roundtrip(tmp_path):
+    from methods.common.backbones import ConvNetBackbone, create_feature_extractor
+
+    assert "convnet_small_scratch" in available_backbones()
+    before = torch.random.get_rng_state()
+    model = create_feature_extractor("convnet_small_scratch", seed=0, widths=(8, 16, 16), embed_dim=24)
+    again = create_feature_extractor("convnet_small_scratch", seed=0, widths=(8, 16, 16), embed_dim=24)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), again.parameters(), strict=True))
+    assert isinstance(model, ConvNetBackbone) and model.patch_size == 8 and model.embed_dim == 24
+    x = torch.randn(2, 3, 40, 64)
+    out = model(x, layers=[0, -1])
+    assert out.grid == (5, 8) and out.patch_tokens.shape == (2, 40, 24)
+    assert out.register_tokens.shape == (2, 0, 24)
+    torch.testing.assert_close(out.cls_token, out.patch_tokens.mean(1))
+    assert [t.shape for t in out.intermediates] == [(2, 40, 24)] * 2 and out.layers == (0, 2)
+    (out.patch_tokens.square().mean() + sum(t.mean() for t in out.intermediates)).backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if "laterals.1" not in n)
+    with pytest.raises(ValueError, match="multiple of the stride"):
+        model(torch.randn(1, 3, 30, 64))
+    write_safetensors(model.state_dict(), tmp_path / "backbone.safetensors")
+    loaded = create_feature_extractor("convnet_small_scratch", weights=tmp_path, widths=(8, 16, 16), embed_dim=24)
+    model.eval()
+    loaded.eval()
+    torch.testing.assert_close(loaded(x).patch_tokens, model(x).patch_tokens)
+    assert isinstance(create_feature_extractor("vit_tiny_scratch", seed=0, depth=1), VisionTransformer)
+    with pytest.raises(ValueError, match="create_feature_extractor"):
+        create_backbone("convnet_small_scratch")
+    with pytest.raises(TypeError, match="unknown ConvNetConfig"):
+        create_feature_extractor("convnet_small_scratch", depth=3)

@@ -10,6 +10,8 @@ load as they are; Hugging Face ``transformers`` checkpoints (``Dinov2Model`` /
 
 Presets: ``dinov2_vit{s,b,l,g}14`` and ``..._reg`` need local weights (nothing is downloaded);
 ``vit_tiny_scratch`` is the small offline default that trains from scratch on CPU.
+``ConvNetBackbone`` (preset ``convnet_small_scratch``) is a small from-scratch CNN for CPU presets;
+``create_feature_extractor`` builds any preset (ViT or CNN).
 """
 
 from __future__ import annotations
@@ -608,8 +610,8 @@ BACKBONE_PRESETS: Mapping[str, BackbonePreset] = MappingProxyType(_dinov2_preset
 
 
 def available_backbones() -> list[str]:
-    """Names accepted by ``create_backbone``."""
-    return sorted(BACKBONE_PRESETS)
+    """Names accepted by ``create_feature_extractor`` (``create_backbone`` takes the ViT ones)."""
+    return sorted([*BACKBONE_PRESETS, *CONVNET_PRESETS])
 
 
 def create_backbone(
@@ -629,7 +631,8 @@ def create_backbone(
     initialisation deterministic without touching the global RNG.
     """
     if name not in BACKBONE_PRESETS:
-        raise ValueError(f"unknown backbone {name!r}; available: {', '.join(available_backbones())}")
+        hint = " (a CNN preset: use create_feature_extractor)" if name in CONVNET_PRESETS else ""
+        raise ValueError(f"unknown backbone {name!r}{hint}; ViT presets: {', '.join(sorted(BACKBONE_PRESETS))}")
     preset = BACKBONE_PRESETS[name]
     fields = {f.name for f in dataclasses.fields(ViTConfig)}
     unknown = sorted(set(overrides) - fields)
@@ -650,4 +653,192 @@ def create_backbone(
         log.info("backbone %s: loaded %s", name, path)
     elif preset.pretrained:
         log.warning("backbone %s built with RANDOM weights (random_init=True): not the paper configuration", name)
+    return model
+
+
+# --------------------------------------------------------------------------- small CNN
+
+
+@dataclass(frozen=True)
+class ConvNetConfig:
+    """A plain strided CNN: ``len(widths)`` stages, each ``conv3x3(stride 2)-GN-ReLU`` followed by
+    ``depth_per_stage - 1`` ``conv3x3-GN-ReLU``; total stride ``2 ** len(widths)``. A 1x1 conv then
+    projects to ``embed_dim`` and a LayerNorm normalises the tokens. ``groups`` is the GroupNorm group
+    count (clipped to divide each width).
+    """
+
+    widths: tuple[int, ...] = (32, 64, 96, 128)
+    embed_dim: int = 128
+    depth_per_stage: int = 2
+    groups: int = 8
+    in_chans: int = 3
+    norm_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        if not self.widths:
+            raise ValueError("ConvNetConfig.widths must name at least one stage")
+        if self.depth_per_stage < 1:
+            raise ValueError("ConvNetConfig.depth_per_stage must be >= 1")
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+
+    @property
+    def stride(self) -> int:
+        return 2 ** len(self.widths)
+
+
+def _gn(width: int, groups: int) -> nn.GroupNorm:
+    g = math.gcd(width, max(1, groups))
+    return nn.GroupNorm(g, width)
+
+
+class ConvNetBackbone(FeatureExtractor):
+    """Small from-scratch CNN with the ``FeatureExtractor`` interface (offline CPU presets).
+
+    ``patch_size`` is the total stride; ``patch_tokens`` are the final feature map's pixels (row-major),
+    ``cls_token`` their mean, ``register_tokens`` empty (B, 0, C). ``num_layers`` is the number of
+    stages: requested ``layers`` return each stage's output average-pooled to the final grid and
+    projected to ``embed_dim`` by a 1x1 conv (so multi-level decoders get equally shaped tokens).
+    """
+
+    def __init__(self, cfg: ConvNetConfig, name: str = "convnet"):
+        super().__init__()
+        self.cfg = cfg
+        self.name = name
+        self.embed_dim = cfg.embed_dim
+        self.patch_size = cfg.stride
+        self.num_register_tokens = 0
+        self.num_layers = len(cfg.widths)
+        stages = []
+        c_in = cfg.in_chans
+        for w in cfg.widths:
+            layers: list[nn.Module] = [nn.Conv2d(c_in, w, 3, stride=2, padding=1, bias=False), _gn(w, cfg.groups)]
+            layers.append(nn.ReLU(inplace=True))
+            for _ in range(cfg.depth_per_stage - 1):
+                layers += [nn.Conv2d(w, w, 3, padding=1, bias=False), _gn(w, cfg.groups), nn.ReLU(inplace=True)]
+            stages.append(nn.Sequential(*layers))
+            c_in = w
+        self.stages = nn.ModuleList(stages)
+        self.proj = nn.Conv2d(c_in, cfg.embed_dim, 1)
+        self.laterals = nn.ModuleList(nn.Conv2d(w, cfg.embed_dim, 1) for w in cfg.widths)
+        self.norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def _layer_indices(self, layers: int | Sequence[int] | None) -> list[int]:
+        if layers is None:
+            return []
+        if isinstance(layers, int):
+            if not 0 < layers <= self.num_layers:
+                raise ValueError(f"cannot take the last {layers} of {self.num_layers} stages")
+            return list(range(self.num_layers - layers, self.num_layers))
+        out = []
+        for i in layers:
+            j = i + self.num_layers if i < 0 else i
+            if not 0 <= j < self.num_layers:
+                raise ValueError(f"stage index {i} out of range for {self.num_layers} stages")
+            out.append(j)
+        return out
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        layers: int | Sequence[int] | None = None,
+        *,
+        masks: torch.Tensor | None = None,
+        norm_intermediates: bool = True,
+    ) -> BackboneOutput:
+        if masks is not None:
+            raise ValueError("ConvNetBackbone does not support token masks")
+        _, _, hh, ww = images.shape
+        p = self.patch_size
+        if hh % p or ww % p:
+            raise ValueError(f"image size {hh}x{ww} is not a multiple of the stride {p}; use preprocess() to resize")
+        grid = (hh // p, ww // p)
+        take = self._layer_indices(layers)
+        x = images
+        feats: dict[int, torch.Tensor] = {}
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in take:
+                feats[i] = x
+        tokens = self.proj(x).flatten(2).transpose(1, 2)
+        xn = self.norm(tokens)
+        inter = []
+        for i in take:
+            f = self.laterals[i](F.adaptive_avg_pool2d(feats[i], grid)).flatten(2).transpose(1, 2)
+            inter.append(self.norm(f) if norm_intermediates else f)
+        return BackboneOutput(
+            patch_tokens=xn,
+            cls_token=xn.mean(dim=1),
+            register_tokens=xn.new_zeros(xn.shape[0], 0, xn.shape[2]),
+            grid=grid,
+            intermediates=inter,
+            intermediate_cls=[t.mean(dim=1) for t in inter],
+            layers=tuple(take),
+        )
+
+    def load_weights(self, source: str | Path | Mapping[str, torch.Tensor]) -> None:
+        """Load a state dict (file path or mapping) strictly."""
+        if isinstance(source, str | Path):
+            sd = load_state_dict_file(source)
+            self.weights_source = str(source)
+        else:
+            sd = dict(source)
+            self.weights_source = "state dict"
+        load_checked(self, sd, f"{self.name} weights")
+
+
+@dataclass(frozen=True)
+class ConvNetPreset:
+    """A named CNN preset (always trained from scratch in this project)."""
+
+    name: str
+    config: ConvNetConfig
+    weight_files: tuple[str, ...] = ("backbone.safetensors", "backbone.pt")
+
+
+CONVNET_PRESETS: Mapping[str, ConvNetPreset] = MappingProxyType(
+    {
+        "convnet_small_scratch": ConvNetPreset(
+            name="convnet_small_scratch",
+            config=ConvNetConfig(widths=(32, 64, 96, 128), embed_dim=128, depth_per_stage=2),
+        ),
+    }
+)
+
+
+def create_feature_extractor(
+    name: str,
+    weights: str | Path | None = None,
+    *,
+    random_init: bool = False,
+    seed: int | None = None,
+    **overrides: object,
+) -> FeatureExtractor:
+    """Build any backbone preset: CNN presets (``convnet_*``) here, ViT presets via ``create_backbone``.
+
+    For a CNN preset ``overrides`` replace ``ConvNetConfig`` fields (e.g. ``widths=(16, 32, 64)`` for
+    stride 8, ``embed_dim=64``); ``weights`` optionally loads a saved state dict (file or folder);
+    ``random_init`` is accepted for symmetry (CNN presets always start from random init).
+    """
+    if name not in CONVNET_PRESETS:
+        if name not in BACKBONE_PRESETS:
+            raise ValueError(f"unknown backbone {name!r}; available: {', '.join(available_backbones())}")
+        return create_backbone(name, weights, random_init=random_init, seed=seed, **overrides)
+    preset = CONVNET_PRESETS[name]
+    fields = {f.name for f in dataclasses.fields(ConvNetConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise TypeError(f"unknown ConvNetConfig field(s) for {name}: {unknown}; known: {sorted(fields)}")
+    cfg = dataclasses.replace(preset.config, **overrides)  # type: ignore[arg-type]
+    with seeded(seed):
+        model = ConvNetBackbone(cfg, name=name)
+    model.weights_source = f"random init (seed={seed})"
+    if weights is not None:
+        path = resolve_weights_file(weights, preset.weight_files, f"backbone {name!r}")
+        model.load_weights(path)
+        log.info("backbone %s: loaded %s", name, path)
     return model
