@@ -20,7 +20,10 @@ RUNS = {"oracle-synth_smoke": "bop", "oracle-synth_nocs_smoke": "nocs"}
 VARIANT = ("-S", "+method@methods.oracle_exact=oracle", "-S", "methods.oracle_exact.preset=exact",
            "-S", "+methods.oracle_exact.datasets=[synth_smoke]")
 """A named variant of the oracle restricted to one dataset, added on the command line."""
-ALL_RUNS = [*RUNS, "registrar_gtmask-synth_smoke", "oracle_exact-synth_smoke"]  # every (method entry, dataset)
+ALL_RUNS = [*RUNS, "registrar_gtmask-synth_smoke", "oracle_exact-synth_smoke", "oracle-synth_smoke_video",
+            "registrar_gtmask-synth_smoke_video", "storm-synth_smoke", "storm-synth_smoke_video",
+            "storm_notom-synth_smoke_video"]  # every (method entry, dataset)
+TRAINED = ["storm-synth_smoke"]  # every train stage (synth_smoke_video trains from synth_smoke)
 
 pytestmark = pytest.mark.slow
 
@@ -144,9 +147,9 @@ def test_mlflow_holds_a_run_per_stage_with_params_metrics_and_artifacts(project)
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     exp = client.get_experiment_by_name("pose-repro/smoke")
     assert exp is not None
-    runs = client.search_runs([exp.experiment_id], max_results=100)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
     by_name = {r.info.run_name: r for r in runs}
-    expected = ["data synth_smoke", "data synth_nocs_smoke", "report"]
+    expected = ["data synth_smoke", "data synth_nocs_smoke", "report", *(f"train {k}" for k in TRAINED)]
     for key in ALL_RUNS:
         expected += [f"infer {key}", f"evaluate {key}", f"profile {key}"]
     assert sorted(expected) == sorted(by_name), sorted(by_name)

@@ -150,13 +150,32 @@ class StormMethod(PoseMethod):
         self._som = SegmentingObjectModule(self.config.som, seed=self.seed)
         som_summary = self._som.fit(train_data, logger=logger, progress=True)
         som_seconds = time.perf_counter() - start
+        if self.config.verify == "none":
+            log.info("storm: verify=none, so TOM is not trained (this variant never verifies a track)")
+            self._trained = True
+            self.train_summary = {"scores_train.json": self._som_scores(som_summary, som_seconds, train_data)}
+            return
+        tcfg = self.config.tom
+        threads = torch.get_num_threads()
+        if self.config.preset != "paper":
+            torch.set_num_threads(1)  # TOM's small heads train several times faster single-threaded on CPU
+        try:
+            self._fit_tom(train_data, logger, tcfg)
+        finally:
+            torch.set_num_threads(threads)
+        self.train_summary["scores_train.json"] = self._som_scores(som_summary, som_seconds, train_data)
+
+    def _som_scores(self, som_summary: Mapping[str, Any], seconds: float, train_data: Any) -> dict[str, Any]:
+        return {"loss": som_summary.get("ema_loss", som_summary.get("final_loss")), **_jsonable(som_summary),
+                "seconds": seconds, "split": getattr(train_data, "split", None), "preset": self.config.preset}
+
+    def _fit_tom(self, train_data: Any, logger: Any, tcfg: Any) -> None:
         rng = np.random.default_rng([self.seed, 7])
         scenes = list(train_data.scene_ids())
         train_scenes, val_scenes = split_scenes(scenes, self.config.tom_val_fraction, self.seed)
         if not val_scenes:
             log.warning("storm: the training split has one scene; TOM's accuracy is measured on its training scene")
             val_scenes = list(train_scenes)
-        tcfg = self.config.tom
         t0 = time.perf_counter()
         train_pairs = build_tracking_pairs(train_data, tcfg, rng, scene_ids=train_scenes)
         val_pairs = build_tracking_pairs(train_data, tcfg, rng, scene_ids=val_scenes)
@@ -178,10 +197,6 @@ class StormMethod(PoseMethod):
         tom_seconds = time.perf_counter() - t0
         self._trained = True
         self.train_summary = {
-            "scores_train.json": {
-                "loss": som_summary.get("ema_loss", som_summary.get("final_loss")), **_jsonable(som_summary),
-                "seconds": som_seconds, "split": getattr(train_data, "split", None), "preset": self.config.preset,
-            },
             "scores_tom.json": {
                 **_jsonable(main_eval), "variant": tcfg.variant, "variants": _jsonable(variants),
                 "fit": _jsonable(tom_fit), "seconds": tom_seconds, "n_train_pairs": len(train_pairs.labels),
@@ -190,15 +205,15 @@ class StormMethod(PoseMethod):
                 "eval_split": f"{getattr(train_data, 'split', '?')} scenes {list(map(int, val_scenes))} (held out)",
             },
         }
-        log.info("storm: trained SOM in %.1f s, TOM (+%d variants) in %.1f s", som_seconds, len(variants), tom_seconds)
+        log.info("storm: trained TOM (+%d variants) in %.1f s", len(variants), tom_seconds)
 
     def save(self, directory: str | Path) -> None:
         self._require_trained()
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         self.som.save(d / "som")
-        assert self.tom is not None
-        self.tom.save(d / "tom")
+        if self.tom is not None:
+            self.tom.save(d / "tom")
         atomic_write_json(d / CONFIG_FILE, {"method": self.name, "config": self.config.to_dict()})
         for name, data in self.train_summary.items():
             atomic_write_json(d / name, data)
@@ -210,7 +225,12 @@ class StormMethod(PoseMethod):
                                     "`repro train --method storm`")
         self._som = SegmentingObjectModule(self.config.som, seed=self.seed, load_pretrained=False)
         self._som.load(d / "som")
-        self.tom = TrackingVerifier.load(d / "tom", self._som.backbone, expected=self.config.tom)
+        self.tom = None
+        if (d / "tom").is_dir():
+            self.tom = TrackingVerifier.load(d / "tom", self._som.backbone, expected=self.config.tom)
+        elif self.config.verify == "tom":
+            raise FileNotFoundError(f"storm: the checkpoint at {d} has no TOM (it was trained with verify=none); "
+                                    "use verify=none with it or train with verify=tom")
         self.train_summary = {p.name: read_json(p) for p in sorted(d.glob("scores_*.json"))}
         self._trained = True
 
