@@ -208,6 +208,23 @@ class FeatureExtractor(nn.Module, metaclass=abc.ABCMeta):
         int n for the last n blocks (DINOv2's ``get_intermediate_layers`` convention).
         """
 
+    def _layer_indices(self, layers: int | Sequence[int] | None) -> list[int]:
+        """0-based indices of the requested blocks (stages): ``None`` none, an int the last n, else a list
+        (negative counts from the end)."""
+        if layers is None:
+            return []
+        if isinstance(layers, int):
+            if not 0 < layers <= self.num_layers:
+                raise ValueError(f"cannot take the last {layers} of {self.num_layers} blocks")
+            return list(range(self.num_layers - layers, self.num_layers))
+        out = []
+        for i in layers:
+            j = i + self.num_layers if i < 0 else i
+            if not 0 <= j < self.num_layers:
+                raise ValueError(f"layer index {i} out of range for {self.num_layers} blocks")
+            out.append(j)
+        return out
+
     def preprocess(
         self,
         images: ImageInput,
@@ -390,21 +407,6 @@ class VisionTransformer(FeatureExtractor):
             raise RuntimeError(f"position embedding interpolation gave {tuple(patch.shape[-2:])}, wanted {(h, w)}")
         patch = patch.permute(0, 2, 3, 1).reshape(1, h * w, -1)
         return torch.cat([pos[:, :1], patch], dim=1).to(dtype)
-
-    def _layer_indices(self, layers: int | Sequence[int] | None) -> list[int]:
-        if layers is None:
-            return []
-        if isinstance(layers, int):
-            if not 0 < layers <= self.num_layers:
-                raise ValueError(f"cannot take the last {layers} of {self.num_layers} blocks")
-            return list(range(self.num_layers - layers, self.num_layers))
-        out = []
-        for i in layers:
-            j = i + self.num_layers if i < 0 else i
-            if not 0 <= j < self.num_layers:
-                raise ValueError(f"layer index {i} out of range for {self.num_layers} blocks")
-            out.append(j)
-        return out
 
     def prepare_tokens(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
         """Patch embedding (+ mask token), CLS, position embeddings, then registers (DINOv2 order)."""
@@ -726,21 +728,6 @@ class ConvNetBackbone(FeatureExtractor):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-
-    def _layer_indices(self, layers: int | Sequence[int] | None) -> list[int]:
-        if layers is None:
-            return []
-        if isinstance(layers, int):
-            if not 0 < layers <= self.num_layers:
-                raise ValueError(f"cannot take the last {layers} of {self.num_layers} stages")
-            return list(range(self.num_layers - layers, self.num_layers))
-        out = []
-        for i in layers:
-            j = i + self.num_layers if i < 0 else i
-            if not 0 <= j < self.num_layers:
-                raise ValueError(f"stage index {i} out of range for {self.num_layers} stages")
-            out.append(j)
-        return out
 
     def forward(
         self,
