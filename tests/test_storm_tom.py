@@ -1,9 +1,11 @@
 """STORM's TOM: crops against analytic boxes, the tracking dataset's kinds/balance/IoUs/determinism, the
-heads (cosine threshold, a toy matching task), BCE (Eq. 15), persistence and the Table 5 driver."""
+heads (cosine threshold, a toy matching task), BCE (Eq. 15), persistence and the Table 5 driver; crops in
+disk memmaps and streamed features against the in-memory / precomputed paths, and the memory budgets."""
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 from pathlib import Path
@@ -26,6 +28,8 @@ from methods.storm.tom import (
     box_crop,
     box_iou,
     build_tracking_pairs,
+    crop_bytes,
+    crops_on_disk,
     fit_threshold,
     segmented_crop,
     split_scenes,
@@ -305,3 +309,130 @@ def test_train_tom_variants_reports_every_variant(smoke_pairs):
         assert set(r["per_kind_accuracy"]) <= set(KINDS)
         assert r["test"]["accuracy"] == r["accuracy"]  # same pairs, same model
     assert "cos_threshold" in res["cosine"]["fit"] and res["attention2"]["fit"]["steps"] == 2 * 5
+
+
+# --------------------------------------------------------------------------- memory budgets: memmaps, streaming
+
+
+def test_cache_dir_pairs_equal_in_memory_pairs(smoke_root, tmp_path):
+    ds = BopDataset(smoke_root, split="train_pbr")
+    cfg = TOMConfig.preset("smoke")
+    rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
+    a = build_tracking_pairs(ds, cfg, rng_a, progress=False)
+    b = build_tracking_pairs(ds, cfg, rng_b, progress=False, cache_dir=tmp_path / "crops")
+    for f in dataclasses.fields(TrackingPairs):
+        np.testing.assert_array_equal(getattr(a, f.name), getattr(b, f.name))
+    assert rng_a.integers(1 << 30) == rng_b.integers(1 << 30)  # the same draws
+    assert sorted(p.name for p in (tmp_path / "crops").iterdir()) == ["memory_pool.npy", "query_crops.npy"]
+    for name, arr in (("memory_pool", b.memory_pool), ("query_crops", b.query_crops)):
+        assert isinstance(arr, np.memmap) and not arr.flags.writeable
+        assert Path(arr.filename) == tmp_path / "crops" / f"{name}.npy"
+        np.testing.assert_array_equal(np.load(tmp_path / "crops" / f"{name}.npy"), getattr(a, name))
+
+
+def test_cache_dir_leaves_no_file_after_a_failure(smoke_root, tmp_path, monkeypatch):
+    ds = BopDataset(smoke_root, split="train_pbr")
+    calls = []
+
+    def failing_load(*args, **kwargs):
+        calls.append(args)
+        if len(calls) > 2:
+            raise OSError("disk gone")
+        return BopDataset.load_frame(ds, *args, **kwargs)
+
+    monkeypatch.setattr(ds, "load_frame", failing_load)
+    with pytest.raises(OSError, match="disk gone"):
+        build_tracking_pairs(ds, TOMConfig.preset("smoke"), np.random.default_rng(0), progress=False,
+                             cache_dir=tmp_path / "crops")
+    assert list((tmp_path / "crops").iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def cached_pairs(smoke_root, tmp_path_factory) -> TrackingPairs:
+    """``smoke_pairs`` again, with the crops in read-only memmaps."""
+    cfg = TOMConfig.preset("smoke", n_positive=80, n_negative=80)
+    return build_tracking_pairs(BopDataset(smoke_root, split="train_pbr"), cfg, np.random.default_rng(0),
+                                progress=False, cache_dir=tmp_path_factory.mktemp("tom_crops"))
+
+
+@pytest.mark.parametrize("name", ["attention1", "cosine"])
+def test_streamed_fit_matches_precomputed(name, smoke_pairs, cached_pairs):
+    bb = create_backbone("vit_tiny_scratch", seed=0, depth=2, patch_size=8)
+    cfg = variant_config(TOMConfig.preset("smoke", **FAST), name)
+    pre = TrackingVerifier(bb, cfg, seed=0)
+    fit_pre = pre.fit(smoke_pairs, smoke_pairs, progress=False)
+    streamed = TrackingVerifier(bb, dataclasses.replace(cfg, feature_memory_gb=0.0), seed=0)
+    fit_str = streamed.fit(cached_pairs, cached_pairs, progress=False)
+    assert (fit_pre["features"], fit_str["features"]) == ("precomputed", "streamed")
+    assert fit_pre["steps"] == fit_str["steps"] and len(fit_pre["history"]) == len(fit_str["history"])
+    for a, b in zip(fit_pre["history"], fit_str["history"], strict=True):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert b[k] == pytest.approx(a[k], abs=1e-5), (k, a, b)
+    proba_pre, proba_str = pre.predict_proba(smoke_pairs), streamed.predict_proba(cached_pairs)
+    np.testing.assert_allclose(proba_str, proba_pre, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(pre.predict_proba(smoke_pairs, stream=True), proba_pre, rtol=0, atol=1e-5)
+    acc_pre, acc_str = pre.evaluate(smoke_pairs)["accuracy"], streamed.evaluate(cached_pairs)["accuracy"]
+    assert acc_pre == acc_str
+
+
+def test_feature_estimate_and_choice(smoke_pairs, caplog):
+    model = TrackingVerifier(PatchColour(patch_size=8, embed_dim=16), TOMConfig.preset("smoke", **FAST))
+    assert model.token_shape() == (16, 16)  # 32 px crops, 8 px patches
+    one = (len(smoke_pairs.memory_pool) + len(smoke_pairs)) * 16 * 16 * 4
+    assert model.feature_bytes(smoke_pairs) == one and model.feature_bytes(smoke_pairs, None, smoke_pairs) == 2 * one
+    with caplog.at_level(logging.INFO, logger="methods.storm.tom"):
+        assert model.should_precompute(smoke_pairs)
+        tiny = TrackingVerifier(model.backbone, TOMConfig.preset("smoke", feature_memory_gb=one / 2e9))
+        assert not tiny.should_precompute(smoke_pairs)
+    assert "precomputed" in caplog.records[0].getMessage()
+    assert "streamed" in caplog.records[1].getMessage() and "budget" in caplog.records[1].getMessage()
+
+
+def test_crop_estimate_and_choice():
+    cpu, paper = TOMConfig.preset("cpu"), TOMConfig.preset("paper")
+    assert crop_bytes(cpu) == 2 * 4000 * 64 * 64 * 3 and crop_bytes(cpu, 10) == 2 * 10 * 64 * 64 * 3
+    assert crop_bytes(paper) == 2 * 200_000 * 224 * 224 * 3
+    assert not crops_on_disk(cpu, 8000) and crops_on_disk(paper)
+    assert crops_on_disk(dataclasses.replace(cpu, crop_memory_gb=0.0), 8000)
+    with pytest.raises(ValueError, match="memory_gb"):
+        TOMConfig(feature_memory_gb=-1.0)
+
+
+@pytest.mark.parametrize("budget", [0.0, None])
+def test_fit_tom_builds_crops_on_disk_above_the_budget(budget, monkeypatch):
+    import methods.storm.method as storm_method
+
+    tom = {} if budget is None else {"crop_memory_gb": budget}
+    method = storm_method.StormMethod({"preset": "smoke", "tom": tom}, seed=0)
+    seen: list[Path | None] = []
+
+    def fake_build(dataset, cfg, rng, scene_ids=None, *, progress=True, cache_dir=None):
+        seen.append(None if cache_dir is None else Path(cache_dir))
+        assert cache_dir is None or Path(cache_dir).parent.is_dir()
+        raise RuntimeError("stop here")
+
+    class Data:
+        def scene_ids(self) -> list[int]:
+            return [1, 2, 3, 4]
+
+    monkeypatch.setattr(storm_method, "build_tracking_pairs", fake_build)
+    with pytest.raises(RuntimeError, match="stop here"):
+        method._fit_tom(Data(), None, method.config.tom)
+    if budget is None:
+        assert seen == [None]
+    else:
+        assert seen[0].name == "train" and not seen[0].parent.exists()  # removed on the error too
+
+
+def test_train_tom_variants_streams_above_the_budget(smoke_pairs):
+    bb = create_backbone("vit_tiny_scratch", seed=0, depth=2, patch_size=8)
+    cfg = TOMConfig.preset("smoke", **FAST)
+    train, val = smoke_pairs.subset(np.arange(0, 160, 2)), smoke_pairs.subset(np.arange(1, 160, 2))
+    names = ("cosine", "attention1")
+    pre = train_tom_variants(bb, train, val, cfg, variants=names, seed=0, progress=False)
+    streamed = train_tom_variants(bb, train, val, dataclasses.replace(cfg, feature_memory_gb=0.0), variants=names,
+                                  seed=0, progress=False)
+    for name in names:
+        assert (pre[name]["fit"]["features"], streamed[name]["fit"]["features"]) == ("precomputed", "streamed")
+        assert streamed[name]["accuracy"] == pre[name]["accuracy"]

@@ -16,7 +16,9 @@ did not run), summed over the frame's targets.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,6 +37,7 @@ from methods.storm.tom import (
     TrackingVerifier,
     box_crop,
     build_tracking_pairs,
+    crops_on_disk,
     segmented_crop,
     split_scenes,
     train_tom_variants,
@@ -177,30 +180,42 @@ class StormMethod(PoseMethod):
             log.warning("storm: the training split has one scene; TOM's accuracy is measured on its training scene")
             val_scenes = list(train_scenes)
         t0 = time.perf_counter()
-        train_pairs = build_tracking_pairs(train_data, tcfg, rng, scene_ids=train_scenes)
-        val_pairs = build_tracking_pairs(train_data, tcfg, rng, scene_ids=val_scenes)
-        backbone = self.som.backbone
-        self.tom = TrackingVerifier(backbone, tcfg, seed=self.seed)
-        train_features, val_features = self.tom.encode_pairs(train_pairs), self.tom.encode_pairs(val_pairs)
-        tom_fit = self.tom.fit(train_pairs, val_pairs, logger=logger, progress=True, train_features=train_features,
-                               val_features=val_features)
-        main_eval = self.tom.evaluate(val_pairs, features=val_features)
-        main_name = "cosine" if tcfg.variant == "cosine" else (
-            "no_attention" if tcfg.variant == "no_attention" else f"attention{tcfg.layers}")
-        others = tuple(v for v in self.config.tom_variants if v != main_name)
-        variants = {}
-        if others:
-            variants = train_tom_variants(backbone, train_pairs, val_pairs, tcfg, variants=others, seed=self.seed,
-                                          logger=logger, progress=True)
-        if main_name in self.config.tom_variants:
-            variants[main_name] = {**main_eval, "fit": tom_fit}
+        # train + val pair sets; above crop_memory_gb their crops live in memmaps removed when TOM is trained
+        on_disk = crops_on_disk(tcfg, 2 * (tcfg.n_positive + tcfg.n_negative))
+        with contextlib.ExitStack() as stack:
+            cache = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="storm-tom-"))) if on_disk else None
+            train_pairs = build_tracking_pairs(train_data, tcfg, rng, scene_ids=train_scenes,
+                                               cache_dir=None if cache is None else cache / "train")
+            val_pairs = build_tracking_pairs(train_data, tcfg, rng, scene_ids=val_scenes,
+                                             cache_dir=None if cache is None else cache / "val")
+            backbone = self.som.backbone
+            self.tom = TrackingVerifier(backbone, tcfg, seed=self.seed)
+            stream = not self.tom.should_precompute(train_pairs, val_pairs)
+            train_features = val_features = None
+            if not stream:
+                train_features, val_features = self.tom.encode_pairs(train_pairs), self.tom.encode_pairs(val_pairs)
+            tom_fit = self.tom.fit(train_pairs, val_pairs, logger=logger, progress=True,
+                                   train_features=train_features, val_features=val_features, stream=stream)
+            main_eval = self.tom.evaluate(val_pairs, features=val_features, stream=stream)
+            del train_features, val_features
+            main_name = "cosine" if tcfg.variant == "cosine" else (
+                "no_attention" if tcfg.variant == "no_attention" else f"attention{tcfg.layers}")
+            others = tuple(v for v in self.config.tom_variants if v != main_name)
+            variants = {}
+            if others:
+                variants = train_tom_variants(backbone, train_pairs, val_pairs, tcfg, variants=others,
+                                              seed=self.seed, logger=logger, progress=True)
+            if main_name in self.config.tom_variants:
+                variants[main_name] = {**main_eval, "fit": tom_fit}
+            n_train, n_val = len(train_pairs), len(val_pairs)
+            del train_pairs, val_pairs
         tom_seconds = time.perf_counter() - t0
         self._trained = True
         self.train_summary = {
             "scores_tom.json": {
                 **_jsonable(main_eval), "variant": tcfg.variant, "variants": _jsonable(variants),
-                "fit": _jsonable(tom_fit), "seconds": tom_seconds, "n_train_pairs": len(train_pairs.labels),
-                "n_val_pairs": len(val_pairs.labels), "train_scenes": [int(s) for s in train_scenes],
+                "fit": _jsonable(tom_fit), "seconds": tom_seconds, "n_train_pairs": n_train,
+                "n_val_pairs": n_val, "train_scenes": [int(s) for s in train_scenes],
                 "val_scenes": [int(s) for s in val_scenes],
                 "eval_split": f"{getattr(train_data, 'split', '?')} scenes {list(map(int, val_scenes))} (held out)",
             },

@@ -18,6 +18,14 @@ Training (appendix D): BCEWithLogits (Eq. 15), Adam lr 1e-4, batch 64, 10 epochs
 negative pairs sampled uniformly over objects. Unspecified in the paper and chosen here: crop size 224,
 head width 256 with 8 heads, 10 % margin around boxes, negatives 1/2 other object, 1/4 shifted, 1/4
 random crop, positives' boxes jittered (IoU >= 0.7 with the true box) as a tracker's projection would be.
+
+Memory: at the paper's scale (200k pairs per set, 224 px crops, DINOv2 ViT-S/14: 256 tokens x 384 dims) a
+set's query crops alone take 30 GB of uint8 and their frozen-backbone tokens 79 GB of float32. So
+``build_tracking_pairs`` can write the crops to ``.npy`` memmaps (``cache_dir``; STORM's training does when
+``crops_on_disk``: ``crop_bytes`` above ``crop_memory_gb``), and the verifier precomputes the tokens only
+while they fit in ``feature_memory_gb`` (``TrackingVerifier.should_precompute``). Otherwise it streams:
+each mini-batch's crops are encoded by the frozen backbone when training, fitting the cosine threshold or
+evaluating, with the same batches and seeds (same results up to float rounding).
 """
 
 from __future__ import annotations
@@ -26,8 +34,9 @@ import dataclasses
 import itertools
 import logging
 import math
+import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -59,6 +68,10 @@ ARCH_FIELDS: tuple[str, ...] = ("variant", "layers", "crop_size", "dim", "heads"
 """Config fields that fix the head's parameters: a saved head only loads with the same values."""
 CONFIG_FILE = "tom_config.json"
 WEIGHTS_FILE = "tom_head.safetensors"
+GB = 1e9
+"""Bytes per GB of the ``crop_memory_gb`` / ``feature_memory_gb`` budgets."""
+MEMORY_POOL_FILE = "memory_pool.npy"
+QUERY_CROPS_FILE = "query_crops.npy"
 
 
 # --------------------------------------------------------------------------- config
@@ -72,6 +85,9 @@ class TOMConfig:
     ``negative_mix``: weights of (other_object, shifted, random_crop) among the negatives.
     ``shift_max_iou`` / ``random_max_iou``: IoU of a shifted / random query box with the true box stays
     below these; ``positive_min_iou``: a positive's jittered box keeps at least this IoU.
+    ``crop_memory_gb``: above this estimate (``crop_bytes``) STORM's training writes the crops to disk
+    memmaps; ``feature_memory_gb``: above this estimate (``TrackingVerifier.feature_bytes``) backbone
+    tokens are computed per mini-batch instead of once for all crops.
     """
 
     variant: Variant = "attention"
@@ -97,6 +113,8 @@ class TOMConfig:
     encode_batch: int = 64
     timing_calls: int = 50
     timing_warmup: int = 5
+    crop_memory_gb: float = 8.0
+    feature_memory_gb: float = 4.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "negative_mix", tuple(float(x) for x in self.negative_mix))
@@ -112,6 +130,8 @@ class TOMConfig:
             raise ValueError("TOM crop_size >= 8, batch_size >= 1, epochs >= 0 and timing_calls >= 1 are required")
         if self.n_positive < 0 or self.n_negative < 0:
             raise ValueError("n_positive and n_negative must be >= 0")
+        if self.crop_memory_gb < 0 or self.feature_memory_gb < 0:
+            raise ValueError("crop_memory_gb and feature_memory_gb must be >= 0")
 
     @classmethod
     def from_mapping(cls, d: Mapping[str, Any]) -> TOMConfig:
@@ -258,7 +278,7 @@ class TrackingPairs:
         return int(self.query_crops.shape[1])
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> TrackingPairs:
-        """The pairs at ``indices`` (the memory pool is shared)."""
+        """The pairs at ``indices`` (the memory pool is shared; the selected query crops are copied into RAM)."""
         idx = np.asarray(indices, dtype=np.int64)
         return dataclasses.replace(
             self, memory_index=self.memory_index[idx], query_crops=self.query_crops[idx], labels=self.labels[idx],
@@ -352,8 +372,51 @@ def _random_box(rng: np.random.Generator, inst: _Instance, max_iou: float, min_s
     return _shifted_box(rng, inst, max_iou)
 
 
+def crop_bytes(cfg: TOMConfig, n_pairs: int | None = None) -> int:
+    """Upper bound of the uint8 crops ``build_tracking_pairs`` holds for ``n_pairs`` pairs (default
+    ``n_positive + n_negative``): a query crop per pair plus at most one memory-pool crop per pair."""
+    n = cfg.n_positive + cfg.n_negative if n_pairs is None else int(n_pairs)
+    return 2 * n * cfg.crop_size * cfg.crop_size * 3
+
+
+def crops_on_disk(cfg: TOMConfig, n_pairs: int | None = None) -> bool:
+    """Whether ``n_pairs`` pairs' crops (``crop_bytes``) exceed ``crop_memory_gb`` and belong in disk memmaps."""
+    est = crop_bytes(cfg, n_pairs)
+    on_disk = est > cfg.crop_memory_gb * GB
+    log.info("TOM crops: %s (estimated %.3g GB %s budget crop_memory_gb=%.3g GB)",
+             "on disk (memmaps)" if on_disk else "in memory", est / GB, ">" if on_disk else "<=", cfg.crop_memory_gb)
+    return on_disk
+
+
+def _crop_arrays(n_pool: int, n_query: int, size: int,
+                 cache_dir: Path | None) -> tuple[np.ndarray, np.ndarray, Callable[[bool], None]]:
+    """Zeroed (n_pool, S, S, 3) and (n_query, S, S, 3) uint8 arrays, as ``.npy`` memmaps under temporary
+    names in ``cache_dir`` when given, and ``finish(ok)``: flush and rename them (``ok``) or delete them."""
+    if cache_dir is None:
+        pool = np.zeros((n_pool, size, size, 3), dtype=np.uint8)
+        queries = np.zeros((n_query, size, size, 3), dtype=np.uint8)
+        return pool, queries, lambda ok: None
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    names = (MEMORY_POOL_FILE, QUERY_CROPS_FILE)
+    partial = [cache_dir / f".{name}.{os.getpid()}.partial" for name in names]
+    arrays = [np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(rows, size, size, 3))
+              for path, rows in zip(partial, (n_pool, n_query), strict=True)]
+
+    def finish(ok: bool) -> None:
+        for arr in arrays:
+            arr.flush()
+        for path, name in zip(partial, names, strict=True):
+            if ok:
+                os.replace(path, cache_dir / name)
+            else:
+                path.unlink(missing_ok=True)
+
+    return arrays[0], arrays[1], finish
+
+
 def build_tracking_pairs(dataset: BopDataset, cfg: TOMConfig, rng: np.random.Generator,
-                         scene_ids: Sequence[int] | None = None, *, progress: bool = True) -> TrackingPairs:
+                         scene_ids: Sequence[int] | None = None, *, progress: bool = True,
+                         cache_dir: str | Path | None = None) -> TrackingPairs:
     """The tracking dataset of appendix F from a BOP split's GT visible masks.
 
     Instances with ``visib_fract >= min_visib_fract`` and a visible box at least ``min_box_size`` wide
@@ -362,6 +425,10 @@ def build_tracking_pairs(dataset: BopDataset, cfg: TOMConfig, rng: np.random.Gen
     same image), box jittered. Negatives (``negative_mix``): a box crop of a different object; a box
     shifted around the object's box (IoU < ``shift_max_iou``); a random image crop (IoU <
     ``random_max_iou``). The plan is drawn from annotations first, then each needed image is read once.
+
+    With ``cache_dir`` the memory pool and the query crops are ``.npy`` memmaps there (``memory_pool.npy``,
+    ``query_crops.npy``, renamed from temporary names once complete, then reopened read-only); the pairs
+    are the same as without it for the same ``rng``.
     """
     scene_ids = dataset.scene_ids() if scene_ids is None else list(scene_ids)
     insts = _instances(dataset, scene_ids, cfg)
@@ -413,24 +480,33 @@ def build_tracking_pairs(dataset: BopDataset, cfg: TOMConfig, rng: np.random.Gen
     used_mem = np.unique(mem_inst)
     pool_slot = {int(i): s for s, i in enumerate(used_mem)}
     size = cfg.crop_size
-    pool = np.zeros((len(used_mem), size, size, 3), dtype=np.uint8)
-    queries = np.zeros((n, size, size, 3), dtype=np.uint8)
+    cache = None if cache_dir is None else Path(cache_dir)
+    pool, queries, finish = _crop_arrays(len(used_mem), n, size, cache)
     per_image: dict[tuple[int, int], tuple[list[int], list[int]]] = {}
     for i in used_mem:
         per_image.setdefault((insts[i].scene_id, insts[i].im_id), ([], []))[0].append(int(i))
     for k in range(n):
         inst = insts[qry_inst[k]]
         per_image.setdefault((inst.scene_id, inst.im_id), ([], []))[1].append(k)
-    for (sid, im_id), (mems, pairs) in tqdm(sorted(per_image.items()), desc="tracking pairs", disable=not progress):
-        frame = dataset.load_frame(sid, im_id, with_gt=True, load_masks=bool(mems))
-        masks = {g.gt_id: g.mask_visib for g in frame.gt or ()}
-        for i in mems:
-            mask = masks.get(insts[i].gt_id)
-            if mask is None or not mask.any():
-                raise ValueError(f"scene {sid} image {im_id} gt {insts[i].gt_id}: visible mask missing or empty")
-            pool[pool_slot[i]] = segmented_crop(frame.rgb, mask, size, cfg.margin)
-        for k in pairs:
-            queries[k] = box_crop(frame.rgb, qboxes[k], size, cfg.margin)
+    try:
+        for (sid, im_id), (mems, pairs) in tqdm(sorted(per_image.items()), desc="tracking pairs",
+                                                disable=not progress):
+            frame = dataset.load_frame(sid, im_id, with_gt=True, load_masks=bool(mems))
+            masks = {g.gt_id: g.mask_visib for g in frame.gt or ()}
+            for i in mems:
+                mask = masks.get(insts[i].gt_id)
+                if mask is None or not mask.any():
+                    raise ValueError(f"scene {sid} image {im_id} gt {insts[i].gt_id}: visible mask missing or empty")
+                pool[pool_slot[i]] = segmented_crop(frame.rgb, mask, size, cfg.margin)
+            for k in pairs:
+                queries[k] = box_crop(frame.rgb, qboxes[k], size, cfg.margin)
+    except BaseException:
+        finish(False)
+        raise
+    finish(True)
+    if cache is not None:
+        pool = np.load(cache / MEMORY_POOL_FILE, mmap_mode="r")
+        queries = np.load(cache / QUERY_CROPS_FILE, mmap_mode="r")
     log.info("tracking pairs: %d (%d positive) from %d instances of %d objects, memory pool %d",
              n, int(labels.sum()), len(insts), len(objs), len(pool))
     return TrackingPairs(
@@ -603,7 +679,8 @@ class TrackingVerifier(nn.Module):
     # -- features
     @torch.no_grad()
     def encode(self, crops: np.ndarray, *, progress: bool = False) -> torch.Tensor:
-        """Patch tokens (N, T, C) of uint8 crops (N, S, S, 3) (or one (S, S, 3)), batched, no grad."""
+        """Patch tokens (N, T, C) of uint8 crops (N, S, S, 3) (or one (S, S, 3)), batched, no grad; a
+        read-only memmap is read ``encode_batch`` crops at a time."""
         crops = np.asarray(crops, dtype=np.uint8)
         if crops.ndim == 3:
             crops = crops[None]
@@ -611,7 +688,8 @@ class TrackingVerifier(nn.Module):
         out: list[torch.Tensor] = []
         bs = self.cfg.encode_batch
         for s in tqdm(range(0, len(crops), bs), desc="TOM features", disable=not progress or len(crops) <= bs):
-            x = self.backbone.preprocess(crops[s : s + bs], size=(size, size))
+            chunk = crops[s : s + bs]
+            x = self.backbone.preprocess(chunk if chunk.flags.writeable else np.array(chunk), size=(size, size))
             out.append(self.backbone(x).patch_tokens.float())
         if not out:
             raise ValueError("no crops to encode")
@@ -622,6 +700,37 @@ class TrackingVerifier(nn.Module):
         self._check_size(pairs)
         return PairFeatures(memory=self.encode(pairs.memory_pool, progress=progress),
                             query=self.encode(pairs.query_crops, progress=progress))
+
+    @torch.no_grad()
+    def encode_rows(self, pairs: TrackingPairs, rows: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens ``(memory, query)`` of the pairs at ``rows``, encoded now (the streamed path); a memory
+        crop shared by several rows is encoded once."""
+        rows = np.asarray(rows, dtype=np.int64)
+        slots, inverse = np.unique(pairs.memory_index[rows], return_inverse=True)
+        memory = self.encode(pairs.memory_pool[slots])
+        return memory[torch.as_tensor(inverse.reshape(-1), device=memory.device)], self.encode(pairs.query_crops[rows])
+
+    def token_shape(self) -> tuple[int, int]:
+        """(tokens, channels) the backbone gives for one ``crop_size`` crop."""
+        size = self.cfg.crop_size
+        tokens = self.encode(np.zeros((1, size, size, 3), dtype=np.uint8))
+        return int(tokens.shape[1]), int(tokens.shape[2])
+
+    def feature_bytes(self, *pairs: TrackingPairs | None) -> int:
+        """Bytes of the float32 tokens ``encode_pairs`` would hold for all ``pairs`` (memory pool + queries)."""
+        tokens, channels = self.token_shape()
+        crops = sum(len(p.memory_pool) + len(p) for p in pairs if p is not None)
+        return crops * tokens * channels * 4
+
+    def should_precompute(self, *pairs: TrackingPairs | None) -> bool:
+        """Whether the tokens of all ``pairs`` fit in ``feature_memory_gb`` (precompute them once); otherwise
+        they are streamed, encoded per mini-batch. Logs the choice."""
+        est = self.feature_bytes(*pairs)
+        fits = est <= self.cfg.feature_memory_gb * GB
+        log.info("TOM features: %s (estimated %.3g GB %s budget feature_memory_gb=%.3g GB)",
+                 "precomputed" if fits else "streamed per batch", est / GB, "<=" if fits else ">",
+                 self.cfg.feature_memory_gb)
+        return fits
 
     def _check_size(self, pairs: TrackingPairs) -> None:
         if pairs.crop_size != self.cfg.crop_size:
@@ -639,39 +748,79 @@ class TrackingVerifier(nn.Module):
                for s in range(0, len(idx), batch)]
         return torch.cat(out) if out else torch.zeros(0)
 
+    @torch.no_grad()
+    def _streamed(self, pairs: TrackingPairs, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                  progress: bool = False) -> torch.Tensor:
+        """``fn(memory_tokens, query_tokens)`` over all pairs, encoding ``cfg.encode_batch`` pairs at a time."""
+        self._check_size(pairs)
+        bs = self.cfg.encode_batch
+        out = [fn(*self.encode_rows(pairs, np.arange(s, min(s + bs, len(pairs)))))
+               for s in tqdm(range(0, len(pairs), bs), desc="TOM streamed", disable=not progress)]
+        return torch.cat(out) if out else torch.zeros(0)
+
+    @torch.no_grad()
+    def streamed_logits(self, pairs: TrackingPairs, *, progress: bool = False) -> torch.Tensor:
+        """``pair_logits`` of all pairs without precomputed features: each batch's crops are encoded now."""
+        self.head.eval()
+        return self._streamed(pairs, self.logits, progress)
+
     # -- training
     def fit(self, train_pairs: TrackingPairs, val_pairs: TrackingPairs | None = None, logger: Any = None,
             progress: bool = True, *, train_features: PairFeatures | None = None,
-            val_features: PairFeatures | None = None) -> dict[str, Any]:
-        """Train the head (BCEWithLogits, Adam, ``batch_size``, ``epochs``) on precomputed frozen features.
+            val_features: PairFeatures | None = None, stream: bool | None = None) -> dict[str, Any]:
+        """Train the head (BCEWithLogits, Adam, ``batch_size``, ``epochs``) on frozen-backbone features.
 
-        The cosine variant fits its threshold on the training pairs instead. Returns losses, timings and,
-        with ``val_pairs``, validation metrics per epoch.
+        Features are the given ones, else precomputed for all crops, else (``stream=True``, or by default
+        when ``should_precompute`` says they exceed ``feature_memory_gb``) encoded per mini-batch: same
+        batches and seeds either way. The cosine variant fits its threshold on the training pairs instead.
+        Returns losses, timings, ``features`` (``precomputed`` or ``streamed``) and, with ``val_pairs``,
+        validation metrics per epoch.
         """
         t0 = time.perf_counter()
-        tf = train_features or self.encode_pairs(train_pairs, progress=progress)
-        vf = None
+        if train_features is not None:
+            stream = False
+        elif stream is None:
+            stream = not self.should_precompute(train_pairs, val_pairs)
+        tf = vf = None
+        if stream:
+            self._check_size(train_pairs)
+        else:
+            tf = train_features or self.encode_pairs(train_pairs, progress=progress)
         if val_pairs is not None:
-            vf = val_features or self.encode_pairs(val_pairs, progress=progress)
+            vf = val_features or (None if stream else self.encode_pairs(val_pairs, progress=progress))
         t_feat = time.perf_counter() - t0
         labels = torch.as_tensor(train_pairs.labels.astype(np.float32))
         mem_idx = torch.as_tensor(train_pairs.memory_index, dtype=torch.long)
+
+        def batch_tokens(b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            if tf is None:
+                return self.encode_rows(train_pairs, b.numpy())
+            return tf.memory[mem_idx[b]], tf.query[b]
+
+        val_logits: Callable[[], torch.Tensor] | None = None
+        if val_pairs is not None:
+            val_logits = ((lambda: self.streamed_logits(val_pairs)) if vf is None
+                          else (lambda: self.pair_logits(vf, val_pairs.memory_index)))
         history: list[dict[str, float]] = []
         t1 = time.perf_counter()
         if isinstance(self.head, CosineHead):
-            with torch.no_grad():
-                sims = torch.cat([self.head.similarity(tf.memory[mem_idx[s : s + 512]], tf.query[s : s + 512])
-                                  for s in range(0, len(labels), 512)])
-            thr, acc = fit_threshold(sims.numpy(), train_pairs.labels)
+            if tf is None:
+                sims = self._streamed(train_pairs, self.head.similarity, progress)
+            else:
+                with torch.no_grad():
+                    sims = torch.cat([self.head.similarity(tf.memory[mem_idx[s : s + 512]], tf.query[s : s + 512])
+                                      for s in range(0, len(labels), 512)])
+            thr, acc = fit_threshold(sims.cpu().numpy(), train_pairs.labels)
             self.head.cos_threshold.fill_(thr)
             history.append({"epoch": 1, "train_accuracy": acc, "cos_threshold": thr})
             steps = 0
         else:
-            steps = self._train_loop(tf, mem_idx, labels, vf, val_pairs, logger, progress, history)
+            steps = self._train_loop(batch_tokens, labels, val_logits, val_pairs, logger, progress, history)
         out: dict[str, Any] = {
             "variant": self.cfg.variant,
             "layers": self.cfg.layers,
             "steps": steps,
+            "features": "streamed" if tf is None else "precomputed",
             "feature_seconds": t_feat,
             "train_seconds": time.perf_counter() - t1,
             "history": history,
@@ -682,7 +831,8 @@ class TrackingVerifier(nn.Module):
             out["final_loss"] = history[-1]["loss"]
         return out
 
-    def _train_loop(self, tf: PairFeatures, mem_idx: torch.Tensor, labels: torch.Tensor, vf: PairFeatures | None,
+    def _train_loop(self, batch_tokens: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+                    labels: torch.Tensor, val_logits: Callable[[], torch.Tensor] | None,
                     val_pairs: TrackingPairs | None, logger: Any, progress: bool,
                     history: list[dict[str, float]]) -> int:
         cfg = self.cfg
@@ -698,7 +848,7 @@ class TrackingVerifier(nn.Module):
             total, count = 0.0, 0
             for s in range(0, n, cfg.batch_size):
                 b = perm[s : s + cfg.batch_size]
-                loss = tom_loss(self.logits(tf.memory[mem_idx[b]], tf.query[b]), labels[b])
+                loss = tom_loss(self.logits(*batch_tokens(b)), labels[b])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -707,8 +857,8 @@ class TrackingVerifier(nn.Module):
                 count += len(b)
                 bar.update(1)
             rec: dict[str, float] = {"epoch": epoch + 1, "loss": total / max(count, 1)}
-            if vf is not None and val_pairs is not None:
-                pred = torch.sigmoid(self.pair_logits(vf, val_pairs.memory_index)).numpy() >= cfg.threshold
+            if val_logits is not None and val_pairs is not None:
+                pred = torch.sigmoid(val_logits()).cpu().numpy() >= cfg.threshold
                 rec["val_accuracy"] = float(np.mean(pred == val_pairs.labels.astype(bool)))
             history.append(rec)
             bar.set_postfix({k: round(v, 4) for k, v in rec.items() if k != "epoch"})
@@ -720,9 +870,16 @@ class TrackingVerifier(nn.Module):
 
     # -- evaluation & inference
     @torch.no_grad()
-    def predict_proba(self, pairs: TrackingPairs, features: PairFeatures | None = None) -> np.ndarray:
-        """P(tracking valid) of every pair."""
-        features = features or self.encode_pairs(pairs)
+    def predict_proba(self, pairs: TrackingPairs, features: PairFeatures | None = None, *,
+                      stream: bool | None = None) -> np.ndarray:
+        """P(tracking valid) of every pair: from ``features``, else from tokens precomputed for all pairs, else
+        (``stream=True``, or by default when they exceed ``feature_memory_gb``) streamed per batch."""
+        if features is None:
+            if stream is None:
+                stream = not self.should_precompute(pairs)
+            if stream:
+                return torch.sigmoid(self.streamed_logits(pairs)).cpu().numpy()
+            features = self.encode_pairs(pairs)
         return torch.sigmoid(self.pair_logits(features, pairs.memory_index)).numpy()
 
     @torch.no_grad()
@@ -749,11 +906,13 @@ class TrackingVerifier(nn.Module):
             self.verify(query_crop, mem)
         return (time.perf_counter() - t0) / self.cfg.timing_calls
 
-    def evaluate(self, pairs: TrackingPairs, features: PairFeatures | None = None) -> dict[str, Any]:
-        """Accuracy, precision, recall, F1, per-kind accuracy at ``threshold``; seconds/ms per verified frame."""
-        proba = self.predict_proba(pairs, features)
+    def evaluate(self, pairs: TrackingPairs, features: PairFeatures | None = None, *,
+                 stream: bool | None = None) -> dict[str, Any]:
+        """Accuracy, precision, recall, F1, per-kind accuracy at ``threshold`` (features as ``predict_proba``);
+        seconds/ms per verified frame."""
+        proba = self.predict_proba(pairs, features, stream=stream)
         out = classification_metrics(proba >= self.cfg.threshold, pairs.labels, pairs.kinds)
-        spf = self.time_verify(pairs.query_crops[0], pairs.memory_crops[0])
+        spf = self.time_verify(pairs.query_crops[0], pairs.memory_pool[pairs.memory_index[0]])
         out["seconds_per_frame"] = spf
         out["ms_per_frame"] = spf * 1000.0
         return out
@@ -808,25 +967,29 @@ def train_tom_variants(backbone: FeatureExtractor, train_pairs: TrackingPairs, v
                                                                      "attention2"),
                        seed: int = 0, *, test_pairs: TrackingPairs | None = None, logger: Any = None,
                        progress: bool = True) -> dict[str, dict[str, Any]]:
-    """Train every variant on the same precomputed features (Table 5); per variant its ``evaluate`` dict on
-    ``val_pairs``, the ``fit`` statistics (``train_seconds``, ``final_loss``, ``feature_seconds`` = the shared
-    backbone pass over all crops...) under ``fit`` and, with
-    ``test_pairs``, their ``evaluate`` dict under ``test``."""
+    """Train every variant on the same features (Table 5): precomputed once and shared when all the pairs'
+    tokens fit in ``feature_memory_gb``, else streamed per batch by each variant. Per variant its
+    ``evaluate`` dict on ``val_pairs``, the ``fit`` statistics (``train_seconds``, ``final_loss``,
+    ``feature_seconds`` = the shared backbone pass over all crops, 0 when streamed...) under ``fit`` and,
+    with ``test_pairs``, their ``evaluate`` dict under ``test``."""
     t0 = time.perf_counter()
     first = TrackingVerifier(backbone, variant_config(base_cfg, variants[0]), seed=seed)
-    tf = first.encode_pairs(train_pairs, progress=progress)
-    vf = first.encode_pairs(val_pairs, progress=progress)
-    sf = first.encode_pairs(test_pairs, progress=progress) if test_pairs is not None else None
+    stream = not first.should_precompute(train_pairs, val_pairs, test_pairs)
+    tf = vf = sf = None
+    if not stream:
+        tf = first.encode_pairs(train_pairs, progress=progress)
+        vf = first.encode_pairs(val_pairs, progress=progress)
+        sf = first.encode_pairs(test_pairs, progress=progress) if test_pairs is not None else None
     t_feat = time.perf_counter() - t0
     results: dict[str, dict[str, Any]] = {}
     for name in variants:
         model = TrackingVerifier(backbone, variant_config(base_cfg, name), seed=seed)
-        fit = model.fit(train_pairs, None, logger=logger, progress=progress, train_features=tf)
+        fit = model.fit(train_pairs, None, logger=logger, progress=progress, train_features=tf, stream=stream)
         fit["feature_seconds"] = t_feat
-        res = model.evaluate(val_pairs, vf)
+        res = model.evaluate(val_pairs, vf, stream=stream)
         res["fit"] = fit
         if test_pairs is not None:
-            res["test"] = model.evaluate(test_pairs, sf)
+            res["test"] = model.evaluate(test_pairs, sf, stream=stream)
         results[name] = res
         log.info("TOM %s: accuracy %.4f, %.2f ms/frame, trained in %.1f s", name, res["accuracy"],
                  res["ms_per_frame"], fit["train_seconds"])
