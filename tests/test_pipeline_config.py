@@ -34,12 +34,14 @@ def test_default_experiment_runs_each_method_on_the_datasets_of_its_task():
     assert set(plan["runs"]) == {
         "oracle-synth_default", "oracle-synth_video", "oracle-synth_nocs_default", "registrar_gtmask-synth_default",
         "registrar_gtmask-synth_video", "storm-synth_default", "storm-synth_video", "storm_cosseg-synth_default",
-        "storm_cosseg-synth_video", "storm_notom-synth_video", "storm_unaligned-synth_default",
+        "storm_cosseg-synth_video", "storm_notom-synth_video", "storm_perframe-synth_video",
+        "storm_unaligned-synth_default",
         "storm_cad-synth_default", "storm_nolang-synth_default", "storm_hsfa0-synth_default",
         "storm_hsfa7-synth_default"}  # instance level only: no category task
     assert plan["infer"]["registrar_gtmask-synth_default"]["predictions"] == "estimates.csv"
     assert plan["infer_segm"]["storm-synth_default"]["model"] == "artifacts/checkpoints/storm/synth_default"
-    for shared in ("storm-synth_video", "storm_cosseg-synth_default", "storm_notom-synth_video"):
+    for shared in ("storm-synth_video", "storm_cosseg-synth_default", "storm_notom-synth_video",
+                   "storm_perframe-synth_video"):
         assert plan["runs"][shared]["model"] == "artifacts/checkpoints/storm/synth_default"
     methods = yaml.safe_load((ROOT / "params.yaml").read_text())["methods"]
     assert methods["oracle"]["preset"] == "noisy"
