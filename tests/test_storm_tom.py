@@ -100,7 +100,7 @@ def test_config_defaults_are_the_paper_and_unknown_keys_fail():
         TOMConfig(variant="mlp")
     assert PRESETS["paper"] == TOMConfig()
     cpu = TOMConfig.preset("cpu")
-    assert cpu.crop_size == 64 and cpu.n_positive == 2000 and cpu.lr == 1e-4
+    assert cpu.crop_size == 64 and cpu.n_positive == 2000 and cpu.lr == 1e-3
     assert TOMConfig.from_mapping(cpu.to_dict()) == cpu
     assert variant_config(cpu, "attention2").layers == 2 and variant_config(cpu, "cosine").variant == "cosine"
 
