@@ -247,13 +247,15 @@ def test_ours_metrics_must_name_number_columns():
 def test_storm_tables_name_the_ablation_variants():
     t = {t.id: t for p in load_papers() for t in p.tables}
     assert [(o.method, o.label) for o in t["storm-t1"].ours] == [
-        ("storm", "STORM (ours)"),
+        ("storm", "STORM (ours; on video data it tracks, verified by TOM)"),
+        ("storm_perframe", "STORM, every frame segmented and registered (ours)"),
         ("storm_cosseg", "Cosine-matching segmentation + registrar (CNOS-like baseline, no SAM)"),
         ("registrar_gtmask", "Ground-truth mask + registrar (upper bound)")]
     cols = {c.key: c for c in t["storm-t1"].columns}
     assert cols["ar"].label == "Mean AR (BOP)" and cols["ar_storm"].metric == "bop:ar_storm"
     assert all(r.cells[-1].text == "-" for s in t["storm-t1"].sections for r in s.rows)
     assert {c.key: c.metric for c in t["storm-t3"].columns}["iou"] == "bop:mean_mask_iou"
+    assert [o.method for o in t["storm-t2"].ours] == ["storm", "storm_perframe", "oracle"]
     assert [o.method for o in t["storm-t3"].ours] == ["storm_unaligned", "storm", "storm_cad"]
     assert [o.method for o in t["storm-t4"].ours] == ["storm", "storm_notom", "registrar_*"]
     t5 = t["storm-t5"].ours
