@@ -265,3 +265,18 @@ def test_storm_tables_name_the_ablation_variants():
     assert [o.method for o in t["storm-t6"].ours] == ["storm_nolang", "storm"]
     assert [o.method for o in t["storm-t7"].ours] == ["storm_hsfa0", "storm", "storm_hsfa7"]
     assert {c.key: c.metric for c in t["storm-t7"].columns}["loss"] == "train:loss"
+
+
+def test_video_split_runs_fill_per_image_tables_and_tracking_tables():
+    from dataclasses import replace
+
+    from repro.report.tables import _task_ok
+
+    spec = parse_paper(_VARIANT_PAPER).tables[0]
+    image_run = _variant_runs("synth_default", "synthetic")[0]
+    video_run = replace(image_run, split="video")
+    tracker = replace(image_run, task="tracking")
+    tracking_spec = replace(spec, task="tracking")
+    assert _task_ok(spec, image_run) and _task_ok(spec, video_run) and not _task_ok(spec, tracker)
+    assert _task_ok(tracking_spec, video_run) and _task_ok(tracking_spec, tracker)
+    assert not _task_ok(tracking_spec, image_run)

@@ -10,7 +10,7 @@ One YAML file per paper lives in ``repro/report/published/``::
         setting: "..."                               # datasets / protocol in a few words
         unit: percent | fraction                     # how the paper prints its metric values
         dataset: lm                                  # optional: the dataset of every cell
-        task: tracking                               # optional: only runs of this task fill it
+        task: tracking                               # optional: only tracking runs (or video splits) fill it
         label_column: method                         # optional: where our rows' label goes (default: first text)
         ours:                                        # which of our methods make rows, in order
           - {method: storm, label: "STORM (ours)", text: {column-key: text}, metric: "segm:AP50",

@@ -104,8 +104,11 @@ def _groups(columns: Sequence[Column], extra: int) -> tuple[tuple[str, int], ...
 
 
 def _task_ok(spec: TableSpec, run: Run) -> bool:
-    tracking = run.task == "tracking" or run.split.startswith("video")
-    return tracking if spec.task == "tracking" else not tracking
+    """A tracking table takes runs of tracking methods or on video splits; any other table takes every
+    run but those of tracking methods: per-frame results on a video split are per-image results too."""
+    if spec.task == "tracking":
+        return run.task == "tracking" or run.split.startswith("video")
+    return run.task != "tracking"
 
 
 def _value(run: Run, metric: str, col: Column) -> tuple[float, float | None] | None:
